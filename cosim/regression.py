@@ -1,0 +1,232 @@
+"""The co-simulation regression: hardware configurations, case lists, runs and the summary.
+
+Used by ``spikemllm sim`` (:mod:`spikemllm.cosim.run`) and by ``tests/cosim``. One simulator
+process runs all cases of one (configuration, top): the case list travels in a JSON manifest
+(``COSIM_CASES``), each case in its own ``.npz``, and every cocotb test writes one JSON result
+into ``COSIM_RESULT_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spikemllm.hw.tools import REPO_ROOT
+
+from .runner import build_top, run_cocotb
+from .stimulus import save_case
+
+__all__ = ["CONFIGS", "TRAFFIC", "ConfigBuild", "write_config_verilog", "build_config",
+           "run_cases", "summarise", "activity", "BUILD_ROOT"]
+
+BUILD_ROOT = REPO_ROOT / "build" / "cosim"
+
+#: Hardware configurations of the regression (HwParams keyword arguments). ``lanes8`` is the
+#: small CI configuration; ``lanes32`` is the exported default's datapath (LANES = 32, T_MAX = 8)
+#: with memories sized for the regression's layers.
+CONFIGS = {
+    "lanes8": dict(lanes=8, w_bits=4, t_max=4, in_max=512, kv_depth=16, heads=2, head_dim=16,
+                   t_kv=4),
+    "lanes32": dict(lanes=32, w_bits=4, t_max=8, in_max=512, kv_depth=32, heads=2, head_dim=64,
+                    t_kv=7),
+}
+
+#: Traffic shapes: (probability of a valid gap per cycle, probability of a backpressure burst).
+#: ``free`` measures throughput; ``stress`` checks that nothing is lost, duplicated or stuck.
+TRAFFIC = {"free": (0.0, 0.0), "stress": (0.25, 0.2)}
+
+TOP_MODULES = {"engine": ("spike_engine", "spikemllm.cosim.tb_engine"),
+               "kv": ("spike_kv_cache", "spikemllm.cosim.tb_kv_cache")}
+
+
+def hw_params(config):
+    from spikemllm.hw.params import HwParams
+
+    return HwParams(**CONFIGS[config]) if isinstance(config, str) else config
+
+
+@dataclass
+class ConfigBuild:
+    name: str
+    params: object
+    verilog: dict
+    builds: dict = field(default_factory=dict)   # top kind -> BuildResult
+
+    @property
+    def build_seconds(self):
+        return sum(b.seconds for b in self.builds.values())
+
+
+def write_config_verilog(name, params, root=None):
+    """Verilog of configuration ``name`` into ``<root>/<name>/verilog``: {top kind: path}."""
+    from spikemllm.hw.export import write_verilog
+
+    out = Path(root or BUILD_ROOT) / name / "verilog"
+    paths = write_verilog(params, out)
+    found = {}
+    for kind, (module, _) in TOP_MODULES.items():
+        p = paths.get(module) or paths.get(kind)
+        if p is None:
+            cand = out / f"{module}.v"
+            p = cand if cand.exists() else None
+        if p is not None:
+            found[kind] = Path(p)
+    return found
+
+
+def build_config(name, params=None, root=None, waves=None, kinds=("engine", "kv"), log=print):
+    """Write the Verilog of a configuration and build (or reuse) its Verilator models."""
+    params = params or hw_params(name)
+    root = Path(root or BUILD_ROOT)
+    verilog = write_config_verilog(name, params, root)
+    cb = ConfigBuild(name, params, verilog)
+    for kind in kinds:
+        if kind not in verilog:
+            raise ValueError(f"write_verilog wrote no {TOP_MODULES[kind][0]}.v for {name}")
+        module = TOP_MODULES[kind][0]
+        log(f"[{name}] verilator build {module} ...")
+        cb.builds[kind] = build_top(module, [verilog[kind]], root / name / module, waves=waves)
+        b = cb.builds[kind]
+        log(f"[{name}] {module}: " + ("reused (Verilog unchanged)" if b.reused else
+                                      f"built in {b.seconds:.1f} s ({b.cpu_seconds:.1f} s CPU)"))
+    return cb
+
+
+def run_cases(cb, kind, cases, *, traffic=("free",), seed=None, work_dir=None, log=print):
+    """Run ``cases`` (engine or KV) on a built configuration, one simulator process.
+
+    Returns the list of per-(case, traffic) result dicts plus a ``run`` record with the wall
+    time and the pass/fail of the simulator process.
+    """
+    module, test_module = TOP_MODULES[kind]
+    work = Path(work_dir or (BUILD_ROOT / cb.name / f"run-{kind}"))
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "cases").mkdir(parents=True)
+    results_dir = work / "results"
+    results_dir.mkdir()
+    entries = []
+    for i, case in enumerate(cases):
+        if kind == "engine":
+            case.check_fits(cb.params)
+        path = save_case(case, work / "cases" / f"{i:03d}.npz")
+        for tr in traffic:
+            entries.append({"id": f"{i:03d}-{tr}", "name": case.name, "source": case.source,
+                            "path": str(path), "traffic": tr, "pause": TRAFFIC[tr]})
+    manifest = work / "cases.json"
+    manifest.write_text(json.dumps({"config": cb.name, "params": cb.params.to_dict(),
+                                    "cases": entries}, indent=1))
+    seed = int(os.environ.get("COCOTB_RANDOM_SEED", seed if seed is not None else 1))
+    log(f"[{cb.name}] {module}: {len(entries)} runs ({len(cases)} cases x {', '.join(traffic)}), "
+        f"seed {seed}")
+    t0 = time.perf_counter()
+    res = run_cocotb(cb.builds[kind], test_module, case_path=manifest,
+                     result_path=work / "run.json", test_dir=work, seed=seed,
+                     extra_env={"COSIM_CASES": str(manifest), "COSIM_RESULT_DIR": str(results_dir)},
+                     log_file=work / "sim.log")
+    wall = time.perf_counter() - t0
+    per_case = []
+    for e in entries:
+        p = results_dir / f"{e['id']}.json"
+        r = json.loads(p.read_text()) if p.exists() else {"passed": False, "error": "no result"}
+        r.update(config=cb.name, top=module, id=e["id"], name=e["name"], source=e["source"],
+                 traffic=e["traffic"])
+        per_case.append(r)
+    return {"config": cb.name, "top": module, "seed": seed, "wall_s": wall,
+            "process_passed": res["passed"], "cocotb_tests": res.get("cocotb_tests", 0),
+            "cocotb_failed": res.get("cocotb_failed", 0), "error": res.get("error"),
+            "log": str(work / "sim.log"), "cases": per_case}
+
+
+def summarise(runs, builds):
+    """Totals over every run: the summary.json body.
+
+    ``events``, ``cycles`` and ``events_per_cycle`` are the engine's own counters (EVENTS_IN,
+    CYCLES_BUSY) summed over the free-flowing (no gaps, no backpressure) runs on real spike
+    trains (golden cases; all free runs when there are none). CYCLES_BUSY counts every cycle
+    with work in the engine, pipeline fill and the last token's firing included.
+    ``events_per_offered_cycle`` = EVENTS_IN / (EVENTS_IN + STALL_CYCLES) is the sustained
+    input rate (cycles with an event offered on i_stream).
+    """
+    cases = [c for r in runs for c in r["cases"]]
+    passed = sum(1 for c in cases if c.get("passed"))
+    mism = sum(int(c.get("mismatches", 0)) for c in cases)
+    free_eng = [c for c in cases if c["top"] == "spike_engine" and c["traffic"] == "free"
+                and c.get("passed")]
+    real = [c for c in free_eng if c["source"].startswith("golden:")]
+    basis = real or free_eng
+
+    def tot(cs, key):
+        return sum(c.get(key, 0) for c in cs)
+
+    def ratio(a, b):
+        return a / b if b else None
+
+    ev, cyc, st = tot(basis, "events_in"), tot(basis, "cycles_busy"), tot(basis, "stall_cycles")
+    sim_cycles = tot(cases, "sim_cycles")
+    sim_wall = sum(c.get("sim_wall_s", 0.0) for c in cases)
+    return {
+        "tests_passed": passed,
+        "tests_failed": len(cases) - passed,
+        "simulator_processes_failed": sum(1 for r in runs if not r["process_passed"]),
+        "mismatches": mism,
+        "protocol_violations": sum(len(c.get("violations", [])) for c in cases),
+        "events_basis": "free traffic, real spike trains (golden)" if real else "free traffic, generated cases",
+        "events": ev,
+        "cycles": cyc,
+        "events_per_cycle": ratio(ev, cyc),
+        "events_per_offered_cycle": ratio(ev, ev + st),
+        "events_real": tot(real, "events_in"),
+        "cycles_real": tot(real, "cycles_busy"),
+        "events_per_cycle_real": ratio(tot(real, "events_in"), tot(real, "cycles_busy")),
+        "events_per_offered_cycle_real": ratio(tot(real, "events_in"),
+                                               tot(real, "events_in") + tot(real, "stall_cycles")),
+        "events_all_free": tot(free_eng, "events_in"),
+        "cycles_all_free": tot(free_eng, "cycles_busy"),
+        "events_all_traffic": tot([c for c in cases if c["top"] == "spike_engine"], "events_in"),
+        "simulated_cycles": sim_cycles,
+        "verilator_cycles_per_s": ratio(sim_cycles, sim_wall),
+        "build_seconds": sum(b["seconds"] for b in builds.values()),
+        "build_cpu_seconds": sum(b["cpu_seconds"] for b in builds.values()),
+        "builds": builds,
+        "run_seconds": sum(r["wall_s"] for r in runs),
+    }
+
+
+def activity(runs):
+    """Switching activity measured on real (golden) traffic, for ``spikemllm synth --activity``.
+
+    Schema of docs/synthesis.md. ``input_activity`` is the measured transition rate per bit
+    and cycle of ``i_stream__payload`` over the busy window of the free-flowing runs; the ports
+    that hold still during inference (configuration, weight loading, ready inputs held high)
+    get 0 in ``port_activity``. Internal registers are not visible to the testbench (only
+    ports are public), so ``register_activity`` stays null (OpenSTA propagates instead).
+    """
+    cases = [c for r in runs for c in r["cases"]
+             if c["top"] == "spike_engine" and c["traffic"] == "free" and c.get("passed")]
+    real = [c for c in cases if c["source"].startswith("golden:")] or cases
+    cyc = sum(c.get("cycles_busy", 0) for c in real)
+    ev = sum(c.get("events_in", 0) for c in real)
+    toggles = sum(c.get("input_toggles", 0) for c in real)
+    bits = sum(c.get("input_bit_cycles", 0) for c in real)
+    spikes = sum(c.get("input_spikes", 0) for c in real)
+    slots = sum(c.get("input_spike_slots", 0) for c in real)
+    sources = sorted({c["source"].split("#")[0] for c in real})
+    rate = (toggles / bits) if bits else None
+    return {
+        "source": "spikemllm sim (cocotb + Verilator), free-flowing engine runs on "
+                  + (", ".join(s.replace("golden:", "") for s in sources) or "no run"),
+        "input_activity": rate,
+        "port_activity": {"i_stream__payload": rate, "i_stream__valid": 0.0, "cfg_*": 0.0,
+                          "w_stream__*": 0.0, "o_stream__ready": 0.0, "o_acc__ready": 0.0,
+                          "rst": 0.0},
+        "register_activity": None,
+        "events_per_cycle": (ev / cyc) if cyc else None,
+        "spike_density": (spikes / slots) if slots else None,
+        "cycles": cyc,
+        "events": ev,
+    }

@@ -1,0 +1,509 @@
+"""Spike KV cache: per-head tc-lif bit-plane storage with an AND/popcount Q.K score unit.
+
+See ``docs/kv-cache.md`` for the storage organisation, payload bit layouts, latencies, flags
+and how this maps to SDLLM's spiked KV cache. The numerics reference is
+:func:`spikemllm.sw.numerics.to_bit_planes` (storage) and
+:func:`spikemllm.sw.numerics.popcount_score` (scores); the hardware matches both bit for bit.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound", "popcount"]
+
+
+def _clog2(n):
+    # Bits to address n items, at least 1 (zero-width ports confuse Verilog drivers).
+    return max(1, (n - 1).bit_length())
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+def score_bound(head_dim, t_q, t_kv):
+    """Largest |q.k| the score unit can produce: ``head_dim * (2**t_q - 1) * (2**t_kv - 1)``.
+
+    It holds for any plane contents, even a bit set in both the positive and the negative
+    plane, because every element contributes ``(qp - qn) * (kp - kn)`` in {-1, 0, 1} per plane
+    pair (see :class:`SpikeKvCache`).
+    """
+    return head_dim * ((1 << t_q) - 1) * ((1 << t_kv) - 1)
+
+
+def popcount(value):
+    """Number of set bits of an Amaranth value, as a balanced adder tree (unsigned result)."""
+    terms = [value[i] for i in range(len(value))]
+    if not terms:
+        raise ValueError("popcount of a zero-width value")
+    while len(terms) > 1:
+        paired = [a + b for a, b in zip(terms[0::2], terms[1::2])]
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+    return terms[0]
+
+
+class SpikeKvCache(wiring.Component):
+    """Spike KV-cache buffer: ``heads`` x ``depth`` tokens of ``t_kv`` ternary bit-plane pairs.
+
+    A cached vector (one token's K, or V, for one head) is the tc-lif unfolding of its integer
+    spike counts, exactly :func:`spikemllm.sw.numerics.to_bit_planes`: plane ``t`` (weight
+    ``2**(t_kv-1-t)``, most significant first) is a positive and a negative word of
+    ``head_dim`` bits, bit ``i`` = element ``i``. One instance holds one kind of vector; the
+    engine builds two (K and V). A ``t_kv``-plane cache holds any smaller T too: pad the
+    *leading* planes with zeros (tc-lif weights are MSB first).
+
+    **Storage.** One ``lib.memory.Memory`` of ``heads * depth * t_kv`` words, one plane pair
+    ``{pos, neg}`` (``2 * head_dim`` bits, 128 for head_dim 64) per word at address
+    ``(head * depth + slot) * t_kv + plane``. It has one write port (appends) and one
+    synchronous read port shared by reads and the score unit, so it maps to a two-port
+    (1R1W) SRAM macro or FPGA block RAM; no memory is built from flip-flops.
+
+    **Append** (``append_stream``). One beat ``{head, pos[t_kv], neg[t_kv]}`` is one token's
+    vector for one head. It is written one plane per cycle and acknowledged (``ready``) in the
+    cycle its last plane is written, so an append takes ``append_cycles`` (= ``t_kv``) cycles;
+    the count of that head rises by one at the end of that cycle. Each head fills
+    independently. A beat for a full head (``count == depth``) is *refused*: it is taken in one
+    cycle, not stored, and the sticky ``error`` flag is set; the same for ``head >= heads``.
+    With ``ring=True`` a full head instead overwrites its oldest token (``count`` stays at
+    ``depth``, the logical token 0 becomes the next-oldest). In ring mode appends wait while
+    a read or score walk is in progress (so a walk never sees a half-overwritten token); in
+    non-ring mode they run alongside walks (a walk only reads slots below the count it
+    sampled, appends only write the slot at the count).
+
+    **Read** (``read_stream`` -> ``read_data_stream``). A request ``{head, token}`` (token 0 =
+    oldest stored) is answered by ``t_kv`` beats ``{pos, neg, plane, token, in_range, last}``,
+    plane 0 first, ``last`` on plane ``t_kv - 1``. With no backpressure plane ``p`` is valid
+    ``READ_LATENCY + p`` cycles after the cycle the request was accepted. A request for a
+    token at or beyond the head's count (or a head >= heads) returns zero planes with
+    ``in_range = 0``.
+
+    **Score** (``query_stream`` -> ``score_stream``). A query ``{head, pos[t_q], neg[t_q]}``
+    is registered; the unit then walks the head's cached keys in token order (oldest first),
+    one key plane per cycle with all ``t_q`` query planes in parallel, Horner over the key
+    planes::
+
+        term(tk) = sum_tq 2**(t_q-1-tq) * (pop(A_tq) - pop(O_tq))
+        A_tq = (qp_tq & kp_tk) | (qn_tq & kn_tk)   # agreeing signs
+        O_tq = (qp_tq & kn_tk) | (qn_tq & kp_tk)   # opposing signs
+        acc <- 2 * acc + term(tk),  tk = 0 .. t_kv-1,  score = acc
+
+    ``pop(A) - pop(O)`` equals the reference's ``pop(qp&kp) + pop(qn&kn) - pop(qp&kn) -
+    pop(qn&kp)`` for *all* bit patterns (per element both are ``(qp-qn)*(kp-kn)``), with two
+    popcounts instead of four; there is no multiplier. One beat ``{score, token, empty,
+    last}`` leaves per key, ``last`` on the final key; the key count is sampled when the query
+    is accepted. A head with no keys answers one beat ``{score 0, empty 1, last 1}``.
+    ``score_bits`` = ``score_bound(head_dim, t_q, t_kv).bit_length() + 1`` (signed), so no
+    value of the accumulator, partial or final, can overflow.
+
+    **Timing.** Reads and queries share one walker; it takes a new request when idle (reads
+    before queries when both wait). With outputs ready: the first score of a query is valid
+    ``score_latency`` = ``t_kv + SCORE_PIPE`` cycles after the query is accepted and the next
+    one every ``cycles_per_key`` = ``t_kv`` cycles (n keys: last score at ``t_kv + SCORE_PIPE
+    + (n-1)*t_kv``); an empty head's beat comes ``EMPTY_LATENCY`` cycles after acceptance. The
+    walker issues one plane read per cycle and takes its next request ``n*t_kv + 1`` cycles
+    after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head). A stalled
+    output (``ready`` low) freezes the walker pipeline (and the other output) without loss.
+
+    **Flags.** ``count[h]`` tokens stored for head h, ``full[h]`` = ``count[h] == depth``,
+    ``error`` sticky. ``clear`` (one cycle or held) empties every head and clears ``error``;
+    while it is high appends wait; it restarts an append beat that was part-written (that
+    beat is still unacknowledged). A walk in progress finishes on the memory as it is. Reset
+    does the same as ``clear`` and also drops everything in flight. Memory contents are never
+    reset (they are unreachable once the counts are zero).
+
+    Parameters
+    ----------
+    heads : int
+        KV heads, 1..1024.
+    head_dim : int
+        Elements per head (bits per plane), 1..4096.
+    t_kv : int
+        Bit-planes per cached vector (T_kv), 1..15; 8-bit KV is ``t_kv = 7``.
+    depth : int
+        Tokens per head, 1..2**20 (any integer; the ring wrap is a compare, not a mask).
+    t_q : int or None
+        Bit-planes per query vector, 1..15; ``None`` means ``t_kv``.
+    ring : bool
+        Overwrite the oldest token of a full head instead of refusing the append.
+    with_score : bool
+        Build the score unit (``query_stream``, ``score_stream``). ``False`` suits a V cache:
+        only append and read, no popcount logic and no query register.
+
+    Members
+    -------
+    append_stream : In(stream.Signature(append_layout))
+        ``{head, pos: ArrayLayout(unsigned(head_dim), t_kv), neg: ...}``.
+    read_stream : In(stream.Signature(read_layout))
+        ``{head, token}``.
+    read_data_stream : Out(stream.Signature(read_data_layout))
+        ``{pos, neg, plane, token, in_range, last}``, ``t_kv`` beats per request.
+    query_stream : In(stream.Signature(query_layout))
+        ``{head, pos: ArrayLayout(unsigned(head_dim), t_q), neg: ...}``.
+    score_stream : Out(stream.Signature(score_layout))
+        ``{score: signed(score_bits), token, empty, last}``, one beat per cached key.
+        ``query_stream`` and ``score_stream`` exist only with ``with_score=True``.
+    clear : In(1)
+        Empty every head and clear ``error``.
+    count : Out(ArrayLayout(unsigned(count_bits), heads))
+        Tokens stored per head.
+    full : Out(heads)
+        Bit h: head h holds ``depth`` tokens.
+    error : Out(1)
+        Sticky: an append was refused (head full without ring, or head out of range).
+    """
+
+    READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
+    SCORE_PIPE = 3     # key planes: issue, memory -> popcount term, Horner -> output register
+    EMPTY_LATENCY = 4  # query for an empty head accepted in c -> its empty beat valid in c+4
+
+    def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True):
+        t_q = t_kv if t_q is None else t_q
+        try:
+            _check_int("heads", heads, 1, 1024)
+            _check_int("head_dim", head_dim, 1, 4096)
+            _check_int("t_kv", t_kv, 1, 15)
+            _check_int("depth", depth, 1, 1 << 20)
+            _check_int("t_q", t_q, 1, 15)
+            if not isinstance(ring, bool):
+                raise ValueError(f"ring must be True or False, not {ring!r}")
+            if not isinstance(with_score, bool):
+                raise ValueError(f"with_score must be True or False, not {with_score!r}")
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
+        self.heads, self.head_dim, self.t_kv, self.depth = heads, head_dim, t_kv, depth
+        self.t_q, self.ring, self.with_score = t_q, ring, with_score
+
+        self.head_bits = _clog2(heads)
+        self.token_bits = _clog2(depth)
+        self.count_bits = depth.bit_length()
+        self.plane_bits = _clog2(t_kv)
+        self.score_bits = score_bound(head_dim, t_q, t_kv).bit_length() + 1
+        self.mem_depth = heads * depth * t_kv
+        self.word_bits = 2 * head_dim
+        self.append_cycles = t_kv
+        self.cycles_per_key = t_kv
+        self.score_latency = t_kv + self.SCORE_PIPE
+
+        plane = unsigned(head_dim)
+        self.word_layout = data.StructLayout({"pos": plane, "neg": plane})
+        self.append_layout = data.StructLayout({
+            "head": unsigned(self.head_bits),
+            "pos": data.ArrayLayout(plane, t_kv),
+            "neg": data.ArrayLayout(plane, t_kv),
+        })
+        self.read_layout = data.StructLayout({
+            "head": unsigned(self.head_bits),
+            "token": unsigned(self.token_bits),
+        })
+        self.read_data_layout = data.StructLayout({
+            "pos": plane,
+            "neg": plane,
+            "plane": unsigned(self.plane_bits),
+            "token": unsigned(self.token_bits),
+            "in_range": unsigned(1),
+            "last": unsigned(1),
+        })
+        self.query_layout = data.StructLayout({
+            "head": unsigned(self.head_bits),
+            "pos": data.ArrayLayout(plane, t_q),
+            "neg": data.ArrayLayout(plane, t_q),
+        })
+        self.score_layout = data.StructLayout({
+            "score": signed(self.score_bits),
+            "token": unsigned(self.token_bits),
+            "empty": unsigned(1),
+            "last": unsigned(1),
+        })
+        members = {
+            "append_stream": In(stream.Signature(self.append_layout)),
+            "read_stream": In(stream.Signature(self.read_layout)),
+            "read_data_stream": Out(stream.Signature(self.read_data_layout)),
+            "query_stream": In(stream.Signature(self.query_layout)),
+            "score_stream": Out(stream.Signature(self.score_layout)),
+            "clear": In(1),
+            "count": Out(data.ArrayLayout(unsigned(self.count_bits), heads)),
+            "full": Out(heads),
+            "error": Out(1),
+        }
+        if not with_score:
+            del members["query_stream"], members["score_stream"]
+        super().__init__(members)
+
+    # -- word packing for drivers and golden files (LSB first, fields in layout order) --------
+
+    def _pack_planes(self, planes, n_planes, name):
+        word = 0
+        if len(planes) != n_planes:
+            raise ValueError(f"{name} must have {n_planes} planes, not {len(planes)}")
+        for t, p in enumerate(planes):
+            if len(p) != self.head_dim:
+                raise ValueError(f"{name}[{t}] must have {self.head_dim} elements, not {len(p)}")
+            word |= sum(1 << i for i, b in enumerate(p) if b) << (t * self.head_dim)
+        return word
+
+    def _pack_vector(self, head, pos, neg, n_planes):
+        if not 0 <= head < (1 << self.head_bits):
+            raise ValueError(f"head must be in 0..{(1 << self.head_bits) - 1}, not {head!r}")
+        plane_span = n_planes * self.head_dim
+        return (head | self._pack_planes(pos, n_planes, "pos") << self.head_bits
+                | self._pack_planes(neg, n_planes, "neg") << (self.head_bits + plane_span))
+
+    def pack_append(self, head, pos, neg):
+        """Payload word of ``append_stream`` from bool planes ``[t_kv][head_dim]``."""
+        return self._pack_vector(head, pos, neg, self.t_kv)
+
+    def pack_query(self, head, pos, neg):
+        """Payload word of ``query_stream`` from bool planes ``[t_q][head_dim]``."""
+        return self._pack_vector(head, pos, neg, self.t_q)
+
+    def pack_read(self, head, token):
+        """Payload word of ``read_stream``."""
+        if not 0 <= token < (1 << self.token_bits):
+            raise ValueError(f"token must be in 0..{(1 << self.token_bits) - 1}, not {token!r}")
+        return head | token << self.head_bits
+
+    def unpack_read_data(self, word):
+        """``read_data_stream`` payload word -> dict (pos/neg as int bit masks)."""
+        return _unpack(self.read_data_layout, word)
+
+    def unpack_score(self, word):
+        """``score_stream`` payload word -> dict (score as a signed int)."""
+        return _unpack(self.score_layout, word)
+
+    # -- hardware ----------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        H, D, T, Tq, d = self.heads, self.depth, self.t_kv, self.t_q, self.head_dim
+        ring = self.ring
+
+        m.submodules.planes = mem = memory.Memory(shape=self.word_layout, depth=self.mem_depth,
+                                                  init=[])
+        wport = mem.write_port()
+        rport = mem.read_port(domain="sync")
+
+        def addr(head, slot, plane):
+            return (head * D + slot) * T + plane
+
+        def wrap(slot):
+            # slot + 1 modulo depth (depth need not be a power of two)
+            return Mux(slot == D - 1, 0, slot + 1)
+
+        # Per-head state: tokens stored and (ring mode) the next slot to write.
+        counts = Array(Signal(range(D + 1), name=f"count_{h}") for h in range(H))
+        wptrs = Array(Signal(range(D), name=f"wptr_{h}") for h in range(H)) if ring else []
+        for h in range(H):
+            m.d.comb += [self.count[h].eq(counts[h]), self.full[h].eq(counts[h] == D)]
+
+        def base(head):
+            # physical slot of logical token 0 (the oldest)
+            if not ring:
+                return 0
+            return Mux(counts[head] == D, wptrs[head], 0)
+
+        # Walker (reads and score walks) state, declared here for the append interlock.
+        busy = Signal()
+        stall = Signal()
+        accepting = Signal()
+
+        # ---- append ----------------------------------------------------------------------
+        ap = self.append_stream
+        a_plane = Signal(self.plane_bits)
+        a_head = ap.payload.head
+        a_head_ok = a_head < H
+        a_count = counts[a_head]
+        a_full = a_count == D
+        a_slot = wptrs[a_head] if ring else a_count
+        append_mid = a_plane != 0
+        a_blocked = self.clear | (busy | accepting if ring else 0)
+
+        with m.If(ap.valid & ~a_blocked):
+            with m.If(~a_head_ok | (a_full if not ring else 0)):
+                m.d.comb += ap.ready.eq(1)
+                m.d.sync += self.error.eq(1)
+            with m.Else():
+                m.d.comb += [
+                    wport.en.eq(1),
+                    wport.addr.eq(addr(a_head, a_slot, a_plane)),
+                    wport.data.pos.eq(ap.payload.pos[a_plane]),
+                    wport.data.neg.eq(ap.payload.neg[a_plane]),
+                ]
+                with m.If(a_plane == T - 1):
+                    m.d.comb += ap.ready.eq(1)
+                    m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
+                    if ring:
+                        m.d.sync += wptrs[a_head].eq(wrap(wptrs[a_head]))
+                with m.Else():
+                    m.d.sync += a_plane.eq(a_plane + 1)
+
+        # ---- walker: accept a read or a query ----------------------------------------------
+        rq = self.read_stream
+        S = self.with_score
+        w_score = Signal()                 # 1: score walk, 0: read
+        w_head = Signal(self.head_bits)
+        w_slot = Signal(range(D))          # physical slot of the current key
+        w_key = Signal(self.token_bits)    # logical token index of the current key
+        w_left = Signal(range(D + 1))      # keys left, the current one included
+        w_plane = Signal(self.plane_bits)
+        w_in_range = Signal()
+        w_empty = Signal()
+
+        can_accept = ~busy & ~stall & (~append_mid if ring else 1)
+        m.d.comb += rq.ready.eq(can_accept)
+        if S:
+            qs = self.query_stream
+            m.d.comb += [qs.ready.eq(can_accept & ~rq.valid),
+                         accepting.eq(can_accept & (rq.valid | qs.valid))]
+        else:
+            m.d.comb += accepting.eq(can_accept & rq.valid)
+
+        r_head, r_token = rq.payload.head, rq.payload.token
+        r_in_range = (r_head < H) & (r_token < counts[r_head])
+        r_sum = Signal(range(2 * D))
+        m.d.comb += r_sum.eq(base(r_head) + r_token)
+        r_slot = Mux(r_sum >= D, r_sum - D, r_sum)
+
+        with m.If(can_accept & rq.valid):
+            m.d.sync += [
+                busy.eq(1), w_score.eq(0), w_plane.eq(0), w_left.eq(1),
+                w_key.eq(r_token), w_in_range.eq(r_in_range), w_empty.eq(0),
+                # an out-of-range request reads a harmless in-range address, masked later
+                w_head.eq(Mux(r_in_range, r_head, 0)),
+                w_slot.eq(Mux(r_in_range, r_slot, 0)),
+            ]
+        if S:
+            q_pos = Signal(data.ArrayLayout(unsigned(d), Tq))
+            q_neg = Signal(data.ArrayLayout(unsigned(d), Tq))
+            q_head = qs.payload.head
+            q_head_ok = q_head < H
+            q_n = Mux(q_head_ok, counts[q_head], 0)
+            with m.Elif(can_accept & qs.valid):
+                m.d.sync += [
+                    busy.eq(1), w_score.eq(1), w_plane.eq(0), w_left.eq(q_n),
+                    w_key.eq(0), w_in_range.eq(1), w_empty.eq(q_n == 0),
+                    w_head.eq(Mux(q_head_ok, q_head, 0)),
+                    w_slot.eq(Mux(q_head_ok, base(q_head), 0)),
+                    q_pos.eq(qs.payload.pos), q_neg.eq(qs.payload.neg),
+                ]
+
+        # ---- stage 0: issue one plane read per cycle --------------------------------------
+        issue = busy & ~stall
+        last_plane = w_empty | (w_plane == T - 1)
+        last_key = w_left <= 1
+        m.d.comb += [rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
+
+        s1_valid, s1_score, s1_in_range, s1_empty = Signal(), Signal(), Signal(), Signal()
+        s1_plane = Signal(self.plane_bits)
+        s1_last_plane, s1_last = Signal(), Signal()
+        s1_key = Signal(self.token_bits)
+
+        with m.If(issue):
+            m.d.sync += [
+                s1_valid.eq(1), s1_score.eq(w_score), s1_in_range.eq(w_in_range),
+                s1_empty.eq(w_empty), s1_plane.eq(w_plane), s1_last_plane.eq(last_plane),
+                s1_last.eq(last_key), s1_key.eq(w_key),
+            ]
+            with m.If(last_plane):
+                m.d.sync += [w_plane.eq(0), w_key.eq(w_key + 1), w_slot.eq(wrap(w_slot)),
+                             w_left.eq(w_left - 1)]
+                with m.If(last_key):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += w_plane.eq(w_plane + 1)
+        with m.Elif(~stall):
+            m.d.sync += s1_valid.eq(0)
+
+        # ---- stage 1: memory word -> read beat, or -> popcount term ------------------------
+        rd = self.read_data_stream
+        m.d.comb += [
+            rd.valid.eq(s1_valid & ~s1_score),
+            rd.payload.pos.eq(Mux(s1_in_range, rport.data.pos, 0)),
+            rd.payload.neg.eq(Mux(s1_in_range, rport.data.neg, 0)),
+            rd.payload.plane.eq(s1_plane),
+            rd.payload.token.eq(s1_key),
+            rd.payload.in_range.eq(s1_in_range),
+            rd.payload.last.eq(s1_last_plane),
+        ]
+
+        if S:
+            term_bits = (d * ((1 << Tq) - 1)).bit_length() + 1
+            kp, kn = rport.data.pos, rport.data.neg
+            term = Signal(signed(term_bits))
+            plane_terms = []
+            for tq in range(Tq):
+                qp, qn = q_pos[tq], q_neg[tq]
+                # name the bit vectors first: slicing an expression would copy it per bit
+                agree_bits = Signal(d, name=f"agree_bits_{tq}")
+                oppose_bits = Signal(d, name=f"oppose_bits_{tq}")
+                agree = Signal(range(d + 1), name=f"agree_{tq}")
+                oppose = Signal(range(d + 1), name=f"oppose_{tq}")
+                m.d.comb += [agree_bits.eq((qp & kp) | (qn & kn)),
+                             oppose_bits.eq((qp & kn) | (qn & kp)),
+                             agree.eq(popcount(agree_bits)), oppose.eq(popcount(oppose_bits))]
+                plane_terms.append((agree - oppose) << (Tq - 1 - tq))
+            m.d.comb += term.eq(sum(plane_terms[1:], plane_terms[0]))
+
+            s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = (Signal() for _ in range(5))
+            s2_term = Signal(signed(term_bits))
+            s2_key = Signal(self.token_bits)
+            with m.If(~stall):
+                m.d.sync += [
+                    s2_valid.eq(s1_valid & s1_score), s2_first.eq(s1_plane == 0),
+                    s2_last_plane.eq(s1_last_plane), s2_last.eq(s1_last), s2_empty.eq(s1_empty),
+                    s2_key.eq(s1_key), s2_term.eq(Mux(s1_empty, 0, term)),
+                ]
+
+            # ---- stage 2: Horner over key planes, score output register --------------------
+            so = self.score_stream
+            acc = Signal(signed(self.score_bits))
+            acc_next = Signal(signed(self.score_bits))
+            m.d.comb += acc_next.eq(Mux(s2_first, 0, acc << 1) + s2_term)
+            with m.If(so.ready):
+                m.d.sync += so.valid.eq(0)
+            with m.If(~stall & s2_valid):
+                m.d.sync += acc.eq(acc_next)
+                with m.If(s2_last_plane):
+                    m.d.sync += [
+                        so.valid.eq(1), so.payload.score.eq(acc_next), so.payload.token.eq(s2_key),
+                        so.payload.empty.eq(s2_empty), so.payload.last.eq(s2_last),
+                    ]
+
+        # A held read beat or a full score register (with a score about to land) freezes the
+        # walker and both pipeline stages; the read port holds its data while en is low.
+        score_stall = (s2_valid & s2_last_plane & so.valid & ~so.ready) if S else 0
+        m.d.comb += stall.eq((s1_valid & ~s1_score & ~rd.ready) | score_stall)
+
+        # ---- clear: empty every head (last, so it wins) ------------------------------------
+        with m.If(self.clear):
+            m.d.sync += [self.error.eq(0), a_plane.eq(0)]
+            m.d.sync += [c.eq(0) for c in counts]
+            m.d.sync += [p.eq(0) for p in wptrs]
+        return m
+
+
+def _unpack(layout, word):
+    out = {}
+    word = int(word)
+    for name, field in layout:
+        width = field.width
+        v = (word >> field.offset) & ((1 << width) - 1)
+        if field.shape.signed and v >> (width - 1):
+            v -= 1 << width
+        out[name] = v
+    return out
+
+
+def kv_cache_from_params(params, *, ring=False, t_q=None, with_score=True):
+    """:class:`SpikeKvCache` sized by an ``HwParams``-like object.
+
+    Uses the attributes ``heads``, ``head_dim``, ``t_kv`` and ``kv_depth`` (depth per head).
+    """
+    return SpikeKvCache(heads=params.heads, head_dim=params.head_dim, t_kv=params.t_kv,
+                        depth=params.kv_depth, t_q=t_q, ring=ring, with_score=with_score)

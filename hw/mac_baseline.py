@@ -1,0 +1,144 @@
+"""Dense INT multiply-accumulate lanes: the baseline that the spike engine's energy per SOP is
+compared against (``spikemllm synth`` synthesises both in the same run).
+
+It is built like the PE array (weight memory row per input index, LANES lanes, one input per
+cycle, result per lane at ``last``) but each lane multiplies its weight by a dense
+``A_BITS``-bit activation instead of adding or subtracting it on a ternary spike.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["DenseMacLanes", "default_acc_bits"]
+
+
+def default_acc_bits(*, w_bits, a_bits, in_max):
+    """Accumulator width that cannot overflow: a full product plus log2(in_max) growth bits."""
+    return w_bits + a_bits + max(1, (in_max - 1).bit_length())
+
+
+def _check_int(name, value, lo, hi=None):
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or \
+            (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an int in {rng}, not {value!r}")
+
+
+class DenseMacLanes(wiring.Component):
+    """LANES dense multiply-accumulate lanes with a weight memory (the dense INT baseline).
+
+    Each accepted input ``{index, activation, last}`` reads weight row ``index`` (one
+    ``w_bits`` weight per lane, lane 0 at the LSB, as in ``pack_weight_rows``) and every lane
+    does ``acc += w * activation``. On ``last`` the accumulators are emitted on ``o_stream``
+    and cleared. Pipeline: weight read, registered product, accumulate.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of MAC lanes (output channels computed in parallel), 1..1024.
+    w_bits : int
+        Signed weight width, 2..16.
+    a_bits : int
+        Signed activation width, 2..16.
+    in_max : int
+        Depth of the weight memory (input features), 2..65536.
+    acc_bits : int or None
+        Signed accumulator width; default :func:`default_acc_bits`.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(StructLayout{index, activation, last}))
+        One MAC input per cycle.
+    i_weight : In(stream.Signature(StructLayout{addr, row}))
+        Weight memory writes (always ready).
+    o_stream : Out(stream.Signature(ArrayLayout(signed(acc_bits), lanes)))
+        Accumulators at ``last``.
+    """
+
+    #: Cycles from an accepted ``last`` input to ``o_stream.valid``.
+    LATENCY = 3
+    #: Inputs accepted per cycle when ``o_stream`` is not stalled.
+    THROUGHPUT = 1
+
+    def __init__(self, *, lanes, w_bits, a_bits, in_max, acc_bits=None):
+        _check_int("lanes", lanes, 1, 1024)
+        _check_int("w_bits", w_bits, 2, 16)
+        _check_int("a_bits", a_bits, 2, 16)
+        _check_int("in_max", in_max, 2, 65536)
+        if acc_bits is None:
+            acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
+        _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
+        self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
+        self.in_max, self.acc_bits = in_max, acc_bits
+        index_shape = unsigned(max(1, (in_max - 1).bit_length()))
+        self.in_layout = data.StructLayout({
+            "index": index_shape, "activation": signed(a_bits), "last": 1})
+        self.weight_layout = data.StructLayout({
+            "addr": index_shape, "row": unsigned(lanes * w_bits)})
+        self.out_layout = data.ArrayLayout(signed(acc_bits), lanes)
+        super().__init__({
+            "i_stream": In(stream.Signature(self.in_layout)),
+            "i_weight": In(stream.Signature(self.weight_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, w_bits = self.lanes, self.w_bits
+
+        m.submodules.weights = weights = Memory(
+            shape=unsigned(lanes * w_bits), depth=self.in_max, init=[])
+        wr = weights.write_port()
+        rd = weights.read_port(domain="sync")
+
+        m.d.comb += [
+            self.i_weight.ready.eq(1),
+            wr.addr.eq(self.i_weight.payload.addr),
+            wr.data.eq(self.i_weight.payload.row),
+            wr.en.eq(self.i_weight.valid),
+        ]
+
+        # One global stall: the output register is full and not taken.
+        stall = Signal()
+        m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
+        m.d.comb += self.i_stream.ready.eq(~stall)
+
+        # Stage 1: weight row read (the read port holds its data while stalled).
+        s1_valid, s1_last = Signal(), Signal()
+        s1_act = Signal(signed(self.a_bits))
+        m.d.comb += [rd.addr.eq(self.i_stream.payload.index), rd.en.eq(~stall)]
+        with m.If(~stall):
+            m.d.sync += [
+                s1_valid.eq(self.i_stream.valid),
+                s1_last.eq(self.i_stream.payload.last),
+                s1_act.eq(self.i_stream.payload.activation),
+            ]
+
+        # Stage 2: registered products (keeps the multiplier out of the accumulate path).
+        s2_valid, s2_last = Signal(), Signal()
+        prod_bits = w_bits + self.a_bits
+        s2_prod = [Signal(signed(prod_bits), name=f"s2_prod{i}") for i in range(lanes)]
+        with m.If(~stall):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last)]
+            for i in range(lanes):
+                w = rd.data[i * w_bits:(i + 1) * w_bits].as_signed()
+                m.d.sync += s2_prod[i].eq(w * s1_act)
+
+        # Stage 3: accumulate; on last emit acc + product and clear.
+        acc = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(lanes)]
+        with m.If(self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+        with m.If(~stall & s2_valid):
+            with m.If(s2_last):
+                m.d.sync += self.o_stream.valid.eq(1)
+                for i in range(lanes):
+                    m.d.sync += [self.o_stream.payload[i].eq(acc[i] + s2_prod[i]),
+                                 acc[i].eq(0)]
+            with m.Else():
+                for i in range(lanes):
+                    m.d.sync += acc[i].eq(acc[i] + s2_prod[i])
+        return m

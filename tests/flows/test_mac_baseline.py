@@ -1,0 +1,126 @@
+"""DenseMacLanes (the dense INT MAC baseline of the synthesis flow) in the Amaranth simulator."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikemllm.hw.mac_baseline import DenseMacLanes, default_acc_bits
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+LANES, W_BITS, A_BITS, IN_MAX = 4, 4, 5, 16
+
+
+def _pack_row(ws, w_bits):
+    word = 0
+    for lane, w in enumerate(ws):
+        word |= (int(w) & ((1 << w_bits) - 1)) << (lane * w_bits)
+    return word
+
+
+def simulate(weights, inputs, *, ready_pattern=None):
+    """Load ``weights`` [lanes, in_max], stream ``inputs`` [(index, act, last)], collect outputs.
+
+    Returns (outputs as [n, lanes] ints, cycle of each output, cycle each input was accepted).
+    """
+    dut = DenseMacLanes(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)
+    outs, out_cycles, in_cycles = [], [], []
+    n_expect = sum(1 for _, _, last in inputs if last)
+
+    async def bench(ctx):
+        ctx.set(dut.i_weight.valid, 1)
+        for addr in range(IN_MAX):
+            ctx.set(dut.i_weight.payload, {"addr": addr,
+                                           "row": _pack_row(weights[:, addr], W_BITS)})
+            await ctx.tick()
+        ctx.set(dut.i_weight.valid, 0)
+        cycle, k = 0, 0
+        while len(outs) < n_expect:
+            ready = 1 if ready_pattern is None else ready_pattern(cycle)
+            ctx.set(dut.o_stream.ready, ready)
+            if k < len(inputs):
+                idx, act, last = inputs[k]
+                ctx.set(dut.i_stream.valid, 1)
+                ctx.set(dut.i_stream.payload, {"index": idx, "activation": act, "last": last})
+            else:
+                ctx.set(dut.i_stream.valid, 0)
+            took_in = k < len(inputs) and ctx.get(dut.i_stream.ready)
+            if ctx.get(dut.o_stream.valid) and ready:
+                outs.append([ctx.get(dut.o_stream.payload[i]) for i in range(LANES)])
+                out_cycles.append(cycle)
+            await ctx.tick()
+            if took_in:
+                in_cycles.append(cycle)
+                k += 1
+            cycle += 1
+            assert cycle < 10 * (len(inputs) + 10), "no progress"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(outs, dtype=np.int64), out_cycles, in_cycles
+
+
+def _expected(weights, inputs):
+    acc, res = np.zeros(LANES, dtype=np.int64), []
+    for idx, act, last in inputs:
+        acc += weights[:, idx] * act
+        if last:
+            res.append(acc.copy())
+            acc[:] = 0
+    return np.array(res, dtype=np.int64)
+
+
+def _random_case(rng, n_tokens=3):
+    w = rng.integers(-(1 << (W_BITS - 1)), 1 << (W_BITS - 1), size=(LANES, IN_MAX))
+    inputs = []
+    for _ in range(n_tokens):
+        n = int(rng.integers(1, IN_MAX + 1))
+        for j, idx in enumerate(rng.permutation(IN_MAX)[:n]):
+            act = int(rng.integers(-(1 << (A_BITS - 1)), 1 << (A_BITS - 1)))
+            inputs.append((int(idx), act, int(j == n - 1)))
+    return w, inputs
+
+
+def test_macs_match_numpy_and_latency():
+    rng = np.random.default_rng(1)
+    w, inputs = _random_case(rng)
+    outs, out_cycles, in_cycles = simulate(w, inputs)
+    np.testing.assert_array_equal(outs, _expected(w, inputs))
+    # One input per cycle with no stalls; the result of a `last` input LATENCY cycles later.
+    assert in_cycles == list(range(len(inputs)))
+    last_cycles = [c for c, (_, _, last) in zip(in_cycles, inputs) if last]
+    assert [o - c for o, c in zip(out_cycles, last_cycles)] == [DenseMacLanes.LATENCY] * len(last_cycles)
+
+
+def test_backpressure_loses_nothing():
+    rng = np.random.default_rng(2)
+    w, inputs = _random_case(rng, n_tokens=4)
+    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(c % 3 == 0))
+    np.testing.assert_array_equal(outs, _expected(w, inputs))
+
+
+def test_extreme_values_do_not_overflow():
+    w = np.full((LANES, IN_MAX), -(1 << (W_BITS - 1)), dtype=np.int64)
+    inputs = [(i, -(1 << (A_BITS - 1)), int(i == IN_MAX - 1)) for i in range(IN_MAX)]
+    outs, _, _ = simulate(w, inputs)
+    np.testing.assert_array_equal(outs, _expected(w, inputs))
+    assert outs[0, 0] == IN_MAX * (1 << (W_BITS - 1)) * (1 << (A_BITS - 1))
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(lanes=0), "lanes"), (dict(w_bits=1), "w_bits"), (dict(a_bits=17), "a_bits"),
+    (dict(in_max=1), "in_max"), (dict(acc_bits=3), "acc_bits"), (dict(lanes=2.0), "lanes"),
+])
+def test_bad_parameters_are_named(kw, field):
+    args = dict(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)
+    args.update(kw)
+    with pytest.raises(ValueError, match=field):
+        DenseMacLanes(**args)
+
+
+def test_default_acc_bits_holds_the_worst_case():
+    bits = default_acc_bits(w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)
+    worst = IN_MAX * (1 << (W_BITS - 1)) * (1 << (A_BITS - 1))
+    assert worst <= (1 << (bits - 1)) - 1

