@@ -75,6 +75,10 @@ def main(argv=None):
     args = parser.parse_args(rest)
     try:
         return int(mod.run(args) or 0)
+    except BrokenPipeError:
+        # output piped into `head` and closed early: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"spikemllm {name}: interrupted", file=sys.stderr)
         return 130
