@@ -154,9 +154,9 @@ class SpikeEngine(wiring.Component):
             raise ValueError(f"kv_cache must be True or False, not {kv_cache!r}")
         self.params = params
         kv = _kv_cache_module() if kv_cache else None
-        # K and V caches (one SpikeKvCache each); V's score unit is unused and tied off
+        # K and V caches; only K is scored against Q, so V is built without a score unit
         self.k_cache = kv.kv_cache_from_params(params) if kv else None
-        self.v_cache = kv.kv_cache_from_params(params) if kv else None
+        self.v_cache = kv.kv_cache_from_params(params, with_score=False) if kv else None
         members = {}
         if kv:
             caches = {"k": self.k_cache, "v": self.v_cache}
@@ -269,8 +269,6 @@ class SpikeEngine(wiring.Component):
                 else:
                     wiring.connect(m, wiring.flipped(port), inner)
             m.d.comb += [
-                vc.query_stream.valid.eq(0),
-                vc.score_stream.ready.eq(1),
                 kc.clear.eq(kv_clear[0]),
                 vc.clear.eq(kv_clear[1]),
                 kv_error.eq(kc.error | vc.error),
