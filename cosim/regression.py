@@ -197,6 +197,13 @@ def summarise(runs, builds):
     }
 
 
+def _rel(path):
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def activity(runs):
     """Switching activity measured on real (golden) traffic, for ``spikemllm synth --activity``.
 
@@ -215,11 +222,12 @@ def activity(runs):
     bits = sum(c.get("input_bit_cycles", 0) for c in real)
     spikes = sum(c.get("input_spikes", 0) for c in real)
     slots = sum(c.get("input_spike_slots", 0) for c in real)
-    sources = sorted({c["source"].split("#")[0] for c in real})
+    sources = sorted({_rel(c["source"].split("#")[0].replace("golden:", "")) for c in real})
+    configs = sorted({c["config"] for c in real})
     rate = (toggles / bits) if bits else None
     return {
-        "source": "spikemllm sim (cocotb + Verilator), free-flowing engine runs on "
-                  + (", ".join(s.replace("golden:", "") for s in sources) or "no run"),
+        "source": "spikemllm sim (cocotb + Verilator), free-flowing spike_engine runs on "
+                  + (", ".join(sources) or "no run") + f" (configurations {', '.join(configs)})",
         "input_activity": rate,
         "port_activity": {"i_stream__payload": rate, "i_stream__valid": 0.0, "cfg_*": 0.0,
                           "w_stream__*": 0.0, "o_stream__ready": 0.0, "o_acc__ready": 0.0,

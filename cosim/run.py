@@ -67,13 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser):
 
 
 def _cli(args, log):
+    """Run a ``spikemllm`` subcommand with its output (progress bars too) shown live."""
     cmd = [sys.executable, "-m", "spikemllm.cli"] + args
     log("  $ spikemllm " + " ".join(args))
-    r = subprocess.run(cmd, cwd=REPO_ROOT, text=True, capture_output=True)
-    for line in (r.stdout + r.stderr).splitlines()[-4:]:
-        if line.strip() and "it/s]" not in line:
-            log("    " + line.strip())
-    return r.returncode, r.stdout + r.stderr
+    sys.stdout.flush()
+    return subprocess.run(cmd, cwd=REPO_ROOT).returncode
 
 
 def step_convert(log):
@@ -88,9 +86,9 @@ def step_convert(log):
         log(f"  cached: {out.relative_to(REPO_ROOT)}/report.json")
         return {"status": "cached", "out": str(out)}
     t0 = time.perf_counter()
-    rc, text = _cli(["convert", "--model", "minilm", "--out", str(out)], log)
+    rc = _cli(["convert", "--model", "minilm", "--out", str(out)], log)
     if rc != 0:
-        raise RuntimeError(f"spikemllm convert failed (exit {rc}):\n{text[-2000:]}")
+        raise RuntimeError(f"spikemllm convert failed (exit {rc}); its output is above")
     return {"status": "converted", "out": str(out), "seconds": time.perf_counter() - t0}
 
 
@@ -117,9 +115,9 @@ def step_golden(root, log):
                 continue
             except ValueError as e:
                 log(f"  {name}: stale ({e}); exporting again")
-        rc, text = _cli(["golden"] + gargs + ["--out", str(d), "--force"], log)
+        rc = _cli(["golden"] + gargs + ["--out", str(d), "--force"], log)
         if rc != 0:
-            raise RuntimeError(f"spikemllm golden {name} failed (exit {rc}):\n{text[-2000:]}")
+            raise RuntimeError(f"spikemllm golden {name} failed (exit {rc}); its output is above")
         load_golden(d)
         found[name] = (d, kind)
     return found, notes
@@ -155,8 +153,6 @@ def print_table(runs, log):
 
 def run(args) -> int:
     from . import regression as R
-    from .stimulus import (corner_engine_cases, golden_engine_cases, golden_kv_case,
-                           kv_params_for, random_engine_case, random_kv_case)
 
     def log(msg):
         print(msg, flush=True)
@@ -172,6 +168,18 @@ def run(args) -> int:
     os.environ["COCOTB_RANDOM_SEED"] = str(seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    try:
+        return _run(args, configs, seed, out, t_start, log)
+    except RuntimeError as e:
+        log(f"spikemllm sim: error: {e}")
+        return 1
+
+
+def _run(args, configs, seed, out, t_start, log):
+    from . import regression as R
+    from .stimulus import (corner_engine_cases, golden_engine_cases, golden_kv_case,
+                           kv_params_for, random_engine_case, random_kv_case)
 
     log("[1/5] convert MiniLM")
     convert = {"status": "skipped (--no-convert)"} if args.no_convert else step_convert(log)
@@ -232,6 +240,14 @@ def run(args) -> int:
 
     log("")
     print_table(runs, log)
+    for c in summary["cases"]:
+        if not c.get("passed"):
+            why = (c.get("problems") or c.get("mismatch_examples") or c.get("violations")
+                   or [c.get("error", "no result")])
+            log(f"  FAIL {c['config']}/{c['top']} {c['name']} ({c['traffic']}): {why[0]}")
+    for r in runs:
+        if not r["process_passed"]:
+            log(f"  simulator log: {r['log']}")
     log("")
     log(f"tests: {summary['tests_passed']} passed, {summary['tests_failed']} failed; "
         f"mismatches: {summary['mismatches']}")

@@ -5,11 +5,13 @@
   matches the stamp left by the last build, so a second run costs no compile time.
 * Only the top-level ports are made public to VPI (a Verilator control file), instead of
   cocotb's default ``--public-flat-rw`` on every signal; the testbenches touch ports only,
-  and keeping internal signals private lets Verilator optimise them (faster build and run).
-* Waves only when asked (``waves=True`` or ``WAVES=1``): ``--trace-fst``, written to
-  ``dump.fst`` in the test directory.
-* Each cocotb run gets its stimulus through ``COSIM_CASE`` (an ``.npz`` case file) and writes
-  its measurements to ``COSIM_RESULT`` (JSON); see :mod:`spikemllm.cosim.stimulus`.
+  and keeping internal signals private lets Verilator optimise them (measured: 2.6x less
+  C++ and about half the compile CPU time on the lanes32 engine, docs/cosim.md).
+* Waves only when asked (``waves=True`` or ``WAVES=1``): ``--trace-fst`` (VCD when lz4.h is
+  missing), written to ``dump.fst`` in the test directory, from a separate ``-waves`` build.
+* :func:`run_cocotb` passes the stimulus and result locations in environment variables
+  (``COSIM_CASE``/``COSIM_RESULT`` plus any ``extra_env``; the regression uses
+  ``COSIM_CASES``/``COSIM_RESULT_DIR``, see :mod:`spikemllm.cosim.regression`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from spikemllm.hw.tools import REPO_ROOT, apply_verilator_env
+from spikemllm.hw.tools import apply_verilator_env
 
 __all__ = ["BuildResult", "build_top", "run_cocotb", "BUILD_ARGS", "verilator_runner"]
 
 #: Verilator arguments: warnings are not fatal (Amaranth's Verilog has harmless width
-#: warnings); -O2 on Verilator's own optimiser. OPT_FAST keeps the C++ compile at -O1, which
-#: measured faster overall than -O2/-O3 for these sizes (see docs/cosim.md).
+#: warnings); -O2 on Verilator's own optimiser. The generated C++ compiles at OPT_FAST=-O1
+#: (-O0 saved only 2.5 s of 29 s compiler CPU on the lanes32 engine; see docs/cosim.md).
 BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O2"]
 OPT_FAST = os.environ.get("COSIM_OPT_FAST", "-O1")
 SCHEMA = 1
@@ -65,6 +66,19 @@ def verilator_runner(public_all=False):
     return _PortsPublicVerilator()
 
 
+def fst_available():
+    """Verilator's FST writer compiles against lz4.h and zlib.h (system headers)."""
+    import subprocess
+
+    probe = "#include <lz4.h>\n#include <zlib.h>\nint main(){return 0;}\n"
+    try:
+        r = subprocess.run(["c++", "-fsyntax-only", "-x", "c++", "-"], input=probe, text=True,
+                           capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
 def _ports_vlt(top, build_dir):
     # Public read/write on the top module's own signals only (its ports).
     path = Path(build_dir) / "ports_public.vlt"
@@ -98,10 +112,16 @@ def build_top(top, sources, build_dir, *, waves=None, log=print, public_all=Fals
     """
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else bool(waves)
     build_dir = Path(build_dir)
+    if waves:   # a traced model lives beside the plain one, so neither rebuilds the other
+        build_dir = build_dir.with_name(build_dir.name + "-waves")
     build_dir.mkdir(parents=True, exist_ok=True)
     args = list(BUILD_ARGS)
     if waves:
-        args += ["--trace-fst", "--trace-structs"]
+        if fst_available():
+            args += ["--trace-fst", "--trace-structs"]
+        else:
+            log("note: FST needs lz4.h (apt-get install liblz4-dev); writing VCD waves instead")
+            args += ["--trace", "--trace-structs"]
     srcs = [Path(s).resolve() for s in sources]
     if not public_all:
         srcs = [_ports_vlt(top, build_dir)] + srcs
@@ -152,10 +172,10 @@ def run_cocotb(build, test_module, *, case_path, result_path, test_dir=None, see
     result_path = Path(result_path)
     if result_path.exists():
         result_path.unlink()
+    # cocotb_tools passes this process's sys.path as PYTHONPATH and its interpreter as
+    # PYGPI_PYTHON_BIN, so the simulator's embedded Python imports spikemllm from the venv.
     env = {"COSIM_CASE": str(Path(case_path).resolve()),
-           "COSIM_RESULT": str(result_path.resolve()),
-           # the embedded interpreter must find this checkout's packages
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
+           "COSIM_RESULT": str(result_path.resolve())}
     env.update(extra_env or {})
     results_xml = (test_dir / f"{result_path.stem}.results.xml").resolve()
     # cocotb_tools treats a run under pytest specially (raises on failure); we want the

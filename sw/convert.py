@@ -131,8 +131,14 @@ class ConvertedModel:
         for s in self.kv.values():
             s.reset()
 
+    @property
+    def needs_calibration(self):
+        """True when static scales or GPTQ weights still need a calibration pass."""
+        return self.config.act_scale == "static" or any(l.needs_hessian for l in self.layers)
+
     def calibrate(self, run_fn):
-        """Static scales: run ``run_fn(model)`` in calibrate mode, then set every layer's scales."""
+        """Run ``run_fn(model)`` in calibrate mode (float layers, recording their inputs), then set
+        every layer's static scales and/or GPTQ weights. Returns the static scales per layer."""
         mode, collect = self.context.mode, self.context.collect
         self.context.mode, self.context.collect = "calibrate", False
         try:

@@ -143,8 +143,10 @@ class _Evaluator:
         t0 = time.perf_counter()
         cm = convert(self.loaded, config, weight_cache=self.weight_cache)
         scales = None
-        if config.act_scale == "static":
+        if cm.needs_calibration:
             scales = cm.calibrate(lambda m: self.workload.run_calibration(m, cm.context))
+            if config.act_scale != "static":
+                scales = None
         cm.reset_stats()
         out = self.workload.run(cm.model, cm.context)
         fid = self.workload.metrics(self.ref, out)

@@ -169,14 +169,21 @@ class SpikeLinear(nn.Module):
         self.config, self.context = config, context
         self.out_features, self.in_features = W.shape
         self.block = nx.hadamard_block_size(self.in_features) if config.rotation != "none" else 0
-        key = (name, config.rotation, config.w_bits, config.weight_quantizer)
-        if weight_cache is not None and key in weight_cache:
-            w, s_w = weight_cache[key]
+        self._cache_key = (name, config.rotation, config.w_bits, config.weight_quantizer)
+        self._weight_cache = weight_cache
+        self.needs_hessian = False
+        if weight_cache is not None and self._cache_key in weight_cache:
+            w, s_w = weight_cache[self._cache_key]
         else:
             Wr = lq.rotate_weight(W) if self.block else W
-            w, s_w = lq.quantize_weights(Wr, config.w_bits, config.weight_quantizer)
-            if weight_cache is not None:
-                weight_cache[key] = (w, s_w)
+            if config.weight_quantizer == "gptq":
+                # provisional mse integers until calibration supplies the Hessian
+                w, s_w = lq.quantize_weights(Wr, config.w_bits, "mse")
+                self.needs_hessian = True
+            else:
+                w, s_w = lq.quantize_weights(Wr, config.w_bits, config.weight_quantizer)
+                if weight_cache is not None:
+                    weight_cache[self._cache_key] = (w, s_w)
         self.register_buffer("w_int", torch.from_numpy(w.astype(np.float64)))
         self.register_buffer("s_w", torch.from_numpy(np.asarray(s_w, dtype=np.float64)))
         self.register_buffer("w_float", torch.from_numpy(W.copy()))
@@ -193,6 +200,7 @@ class SpikeLinear(nn.Module):
         self.static_scales = None
         self.stats = LayerStats()
         self._calib = [[], []]
+        self._hessian = None
 
     def extra_repr(self):
         c = self.config
@@ -294,9 +302,15 @@ class SpikeLinear(nn.Module):
 
     def _record(self, x2, mod, valid):
         xr = torch_fwht(x2, self.block) if self.block else x2
+        if self.needs_hessian:
+            xv = xr[valid]
+            h = xv.T @ xv
+            self._hessian = h if self._hessian is None else self._hessian + h
         for m in (0, 1):
             a = xr[(mod == m) & valid].abs()
             if not a.numel():
+                continue
+            if self.config.act_scale != "static":
                 continue
             if self.config.static_percentile >= 100:
                 self._calib[m].append(a.max().reshape(1))
@@ -306,14 +320,28 @@ class SpikeLinear(nn.Module):
                 self._calib[m].append(a[::step])
 
     def finish_calibration(self):
-        """Set ``static_scales`` from the recorded ranges (``numerics.static_scale``)."""
+        """Set ``static_scales`` from the recorded ranges (``numerics.static_scale``), and the
+        GPTQ weights from the recorded Hessian (``weight_quantizer="gptq"``)."""
+        if self.needs_hessian:
+            from .gptq import gptq_quantize
+
+            if self._hessian is None:
+                raise ValueError(f"{self.name}: GPTQ saw no calibration tokens")
+            W = self.w_float.numpy()
+            Wr = lq.rotate_weight(W) if self.block else W
+            w, s_w = gptq_quantize(Wr, self.config.w_bits, self._hessian.numpy())
+            self.w_int.copy_(torch.from_numpy(w.astype(np.float64)))
+            self.s_w.copy_(torch.from_numpy(s_w))
+            if self._weight_cache is not None:
+                self._weight_cache[self._cache_key] = (w, s_w)
+            self.needs_hessian, self._hessian = False, None
         scales = {}
         for m, name in enumerate(MODALITIES):
-            if self._calib[m]:
+            if self._calib[m] and self.config.act_scale == "static":
                 vals = torch.cat(self._calib[m]).numpy()
                 b = self.config.act_bits(name, self.layer_key)
                 scales[name] = nx.static_scale(vals, b, self.config.static_percentile)
-        self.static_scales = scales
+        self.static_scales = scales or None
         self._calib = [[], []]
         return scales
 

@@ -936,6 +936,17 @@ def _ratio(a, b):
     return (a / b) if (a is not None and b) else None
 
 
+def _engines_for_dram_bound(shape, stats, hw, context, limit=4096):
+    """Smallest power-of-two engine count at which decode batch 1 waits on DRAM, or None."""
+    e = 1
+    while e <= limit:
+        r = model_regime(shape, stats, replace(hw, engines=e), "decode", 1, 0, 0, context, "spike")
+        if r["bound"] == "dram":
+            return e
+        e *= 2
+    return None
+
+
 def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, gpu,
                  buffer_kib, vision_tokens, text_tokens, context):
     """Run every regime on both designs and assemble the report dict (pure)."""
@@ -1088,8 +1099,7 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
                        hw.area_mm2("spike") + engines * si["engine_kv_sram_area_um2"]["value"] * 1e-6
                        if si.get("engine_kv_sram_area_um2", {}).get("value") else None),
                    "engines_for_dram_bound_decode_b1": (
-                       math.ceil(engines * acc["decode_b1"]["compute_time_s"]
-                                 / acc["decode_b1"]["dram_time_s"])
+                       _engines_for_dram_bound(shape, stats, hw, context)
                        if acc.get("decode_b1") else None)},
         "accelerator": {n: slim(acc[n]) for n in REGIMES},
         "dense_baseline": {

@@ -1,5 +1,5 @@
 // A 2-entry stream FIFO with the Amaranth port naming (x__valid / x__ready / x__payload).
-// Known-good DUT for the cocotb stream BFM self-test (tests/cosim/test_bfm.py).
+// Known-good DUT for the cocotb stream BFM self-test (tests/cosim/test_cosim_bfm.py).
 module stream_fifo #(parameter W = 16) (
     input  wire         clk,
     input  wire         rst,

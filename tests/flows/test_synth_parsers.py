@@ -207,3 +207,31 @@ def test_goals_report_shortfall_and_reduced_fpga_config():
     assert goals["energy_ratio"]["met"] is True and goals["energy_ratio"]["shortfall"] is None
     assert goals["ecp5_fmax"]["met"] is False and "reduced" in goals["ecp5_fmax"]["note"]
     assert "energy_ratio_pe_array" not in goals  # not measured in this report
+
+
+def test_bram_estimate_tiles_per_part():
+    mems = [{"depth": 4096, "width": 128, "read_ports": 1}]
+    assert S.bram_estimate("ice40", mems) == 8 * 16  # 256 x 16 tiles
+    assert S.bram_estimate("ecp5", mems) == 4 * 8  # 512 x 36 tiles
+
+
+def test_shrink_memories_first_then_lanes():
+    from spikemllm.hw.params import HwParams
+
+    p = HwParams()
+    q = S._shrink(p, {"bram": 3.5}, {"spike_engine"})
+    assert q.kv_depth == p.kv_depth // 4 and q.lanes == p.lanes  # 3.5 / 0.9 -> 4x
+    q = S._shrink(HwParams(kv_depth=16), {"bram": 1.5}, {"pe_array"})
+    assert q.in_max == 2048 and q.kv_depth == 16
+    q = S._shrink(p, {"lut": 1.3}, {"pe_array"})
+    assert q.lanes == 16 and q.in_max == p.in_max
+    assert S._shrink(HwParams(lanes=2), {"lut": 5.0}, {"pe_array"}) is None
+
+
+def test_shrink_kv_cache_logic_overflow_shrinks_heads_then_head_dim():
+    from spikemllm.hw.params import HwParams
+
+    q = S._shrink(HwParams(), {"lut": 1.05}, {"spike_kv_cache"}, {"spike_kv_cache"})
+    assert q.heads == 1 and q.lanes == 32
+    q = S._shrink(HwParams(heads=1), {"lut": 1.05}, {"spike_kv_cache"}, {"spike_kv_cache"})
+    assert q.head_dim == 32

@@ -1,7 +1,7 @@
 """Real-model golden vectors replayed on the exported RTL: MiniLM (text, Tt = 4), tiny Qwen2-VL
 (vision Tv = 3 and text Tt = 4 tokens mixed) and the tinystories LLaMA's KV-cache case."""
 
-from pathlib import Path
+import json
 
 import pytest
 
@@ -57,6 +57,19 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     ev = sum(c["events_in"] for c in free)
     cyc = sum(c["cycles_busy"] for c in free)
     assert ev / cyc >= 0.98, (ev, cyc)
+    # the activity file of this run is one that `spikemllm synth --activity` accepts
+    act = regression.activity([run])
+    assert act["events_per_cycle"] == ev / cyc
+    assert 0 < act["input_activity"] < 1 and 0 < act["spike_density"] < 1
+    try:
+        from spikemllm.hw.synth import load_activity
+    except ImportError:
+        return
+    path = tmp_path / "activity.json"
+    path.write_text(json.dumps(act))
+    loaded = load_activity(path)
+    assert loaded["input_activity"] == act["input_activity"]
+    assert loaded["events_per_cycle"] == act["events_per_cycle"]
 
 
 def test_kv_cache_replays_real_attention_planes(cosim_builds, tmp_path):
