@@ -5,6 +5,8 @@ set -u
 missing=()
 command -v sta >/dev/null 2>&1 || missing+=(opensta)
 command -v z3 >/dev/null 2>&1 || missing+=(z3)
+# Verilator's FST wave writer (WAVES=1) needs lz4's headers.
+[ -f /usr/include/lz4.h ] || missing+=(liblz4-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} from Debian"
@@ -16,4 +18,5 @@ fi
 echo "setup: WARNING: could not install ${missing[*]}." >&2
 echo "  without opensta (sta): 'spikemllm synth --target sky130' skips timing and power." >&2
 echo "  without z3: 'make formal' cannot prove the RTL properties." >&2
+echo "  without liblz4-dev: WAVES=1 cosim runs write VCD instead of FST." >&2
 exit 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -222,6 +223,9 @@ def convert_and_report(model, config, out, *, msts_budget=None, ablate=False, ev
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary directory
         t0 = time.perf_counter()
         ref = workload.run(loaded.model)
         fp32_s = time.perf_counter() - t0

@@ -98,7 +98,7 @@ def render_markdown(report):
              f"- model: {r['model']['name']} ({r['model']['family']}, {kind}); weights from {r['model']['source']}",
              f"- setting: W{c['w_bits']} {c['encoding']} Tt={c['t_text']} Tv={c['t_vision']}, rotation "
              f"{c['rotation']}, weights {c['weight_quantizer']}, activations {c['act_scale']}, KV bits "
-             f"{c['kv_bits'] or 'off'}" + (", MSTS per-layer T" if c["layer_t"] else ""),
+             f"{(c['kv_bits'] if r.get('kv_cache') else 'off (' + kind + ')') if c['kv_bits'] else 'off'}" + (", MSTS per-layer T" if c["layer_t"] else ""),
              f"- evaluation: {r['workload']['description']}",
              f"- time: {r['timing']['total_s']:.1f} s total (FP32 evaluation {r['timing']['fp32_eval_s']:.2f} s, "
              f"conversion + spike evaluation of the main setting {r['timing']['main_s']:.2f} s)", "",
