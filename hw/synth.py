@@ -742,7 +742,8 @@ def _fits(arch, counts):
 def _shrink(params, over, design_names, over_designs=()):
     """A smaller HwParams after a misfit, or None. ``over`` maps each overflowing resource to
     used / available; memories shrink first (KV depth, then IN_MAX); logic overflow of the KV
-    cache shrinks heads, then head_dim; otherwise LANES shrinks."""
+    cache or the engine (which holds two KV caches) shrinks heads, then head_dim (>= 8);
+    then LANES shrinks."""
     import dataclasses
 
     def factor(r):  # power of two that brings ``r`` under ~90 % of the part
@@ -756,7 +757,7 @@ def _shrink(params, over, design_names, over_designs=()):
         if p.in_max > 64:
             return dataclasses.replace(p, in_max=max(64, p.in_max // f))
     worst = max(over.values())
-    if "spike_kv_cache" in over_designs:
+    if set(over_designs) & {"spike_kv_cache", ENGINE}:  # the engine holds two KV caches
         if p.heads > 1:
             return dataclasses.replace(p, heads=max(1, p.heads // factor(worst)))
         if p.head_dim > 8:
@@ -1154,7 +1155,10 @@ def sweep_row(rep, target):
         return {"area_um2_total": d.get("area_um2", {}).get("total"), "fmax_mhz": d.get("fmax_mhz"),
                 "power_mw_total": d.get("power_mw", {}).get("total"),
                 "energy_per_sop_pj": d.get("energy_per_sop_pj"),
-                "energy_per_mac_pj": r.get("designs", {}).get(BASELINE, {}).get("energy_per_mac_pj")}
+                "pe_array_energy_per_sop_pj": ds.get(PE_ARRAY, {}).get("energy_per_sop_pj"),
+                "pe_array_fmax_mhz": ds.get(PE_ARRAY, {}).get("fmax_mhz"),
+                "energy_per_mac_pj": ds.get(BASELINE, {}).get("energy_per_mac_pj"),
+                "mac_fmax_mhz": ds.get(BASELINE, {}).get("fmax_mhz")}
     if target == "generic":
         return {"transistors_logic": d.get("transistors_logic"), "cells": d.get("cells")}
     return {"lut": d.get("synth", {}).get("lut"), "fmax_mhz": d.get("fmax_mhz"),
@@ -1176,12 +1180,18 @@ def plot_sweep(rows, name, target, path, design=ENGINE):
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=design)
-        if key == "energy_per_sop_pj":
-            pts = [(x, r.get("energy_per_mac_pj")) for x, r in zip(xs, rows)
-                   if r.get("energy_per_mac_pj") is not None]
+        extra = {"energy_per_sop_pj": [("pe_array_energy_per_sop_pj", "pe_array", "^-"),
+                                       ("energy_per_mac_pj", "dense MAC (per MAC)", "s--")],
+                 "fmax_mhz": [("pe_array_fmax_mhz", "pe_array", "^-"),
+                              ("mac_fmax_mhz", "dense MAC", "s--")]}.get(key, [])
+        for k2, lab, style in extra:
+            pts = [(x, r.get(k2)) for x, r in zip(xs, rows) if r.get(k2) is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label="dense MAC / MAC")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=lab)
+        if extra:
             ax.legend(fontsize=7)
+        if key == "energy_per_sop_pj":
+            ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(name.upper())
         ax.set_title(label, fontsize=9)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def add_arguments(p):
     g.add_argument("--t-vision", type=int, help="timesteps of image tokens (default 3)")
     g.add_argument("--rotation", choices=ROTATIONS, help="gamma-aligned (default), gamma-folded (QuaRot) or none")
     g.add_argument("--weight-quantizer", choices=WEIGHT_QUANTIZERS,
-                   help="rtn (max-abs) or mse (per-channel clipping search; default)")
+                   help="rtn (max-abs), mse (per-channel clipping search; default) or gptq "
+                        "(mse scales, integers by GPTQ on the calibration text)")
     g.add_argument("--act-scale", choices=ACT_SCALES, help="dynamic per token (default) or static per layer (calibrated)")
     g.add_argument("--static-percentile", type=float, help="percentile of |x| for static scales (default 100)")
     g.add_argument("--kv-bits", type=int, help="spiked KV cache bits (tc-lif planes, T_kv = bits-1); 0 = off (default 5)")
@@ -348,7 +350,15 @@ def _replace_dir(tmp, out):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so that a killed conversion still removes its temp dir
+
+
 def run(args):
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     config = build_config(args)
     rep = convert_and_report(args.model, config, args.out, msts_budget=args.msts_budget, ablate=args.ablate,
                              eval_size=args.eval_size, reference=not args.no_reference,

@@ -138,8 +138,9 @@ def render_markdown(report):
     eff = r["config_effective"]
     for k, per in ms["med"].items():
         lt = eff["layer_t"].get(k, {})
-        lines.append(f"| {k} | {_fmt(per.get('text'))} | {_fmt(per.get('vision'))} | "
-                     f"{lt.get('text', eff['t_text'])} | {lt.get('vision', eff['t_vision'])} |")
+        t_t = lt.get("text", eff["t_text"]) if "text" in per else "—"
+        t_v = lt.get("vision", eff["t_vision"]) if "vision" in per else "—"
+        lines.append(f"| {k} | {_fmt(per.get('text'))} | {_fmt(per.get('vision'))} | {t_t} | {t_v} |")
     if ms.get("comparison"):
         cmp_ = ms["comparison"]
         lines += ["", f"MSTS against uniform T at the same budget (average T {cmp_['budget']}):", "",

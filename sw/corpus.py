@@ -1,12 +1,12 @@
 """Calibration and evaluation text, written for this project (no downloads).
 
-* :data:`SENTENCES`: 96 varied English sentences (everyday life, science, technology, places,
+* :data:`SENTENCES`: 144 varied English sentences (everyday life, science, technology, places,
   food, sport, weather, questions, instructions), for sentence-embedding fidelity.
-  :func:`eval_sentences` takes the first 64 (or ``n``), :func:`calibration_sentences` the last
-  32, so calibration and evaluation do not overlap.
+  :func:`eval_sentences` takes the first 64 (or ``n``), :func:`calibration_sentences` the other
+  80, so calibration and evaluation do not overlap.
 * :data:`STORIES`: simple children's stories in the TinyStories style (about 2.3k tokens, 11 stories, with
   the tinystories-656k tokenizer) for causal-LM perplexity and token KL, and
-  :data:`CALIBRATION_STORY`, a separate one for calibration and MED.
+  :data:`CALIBRATION_STORY`, three separate ones (about 600 tokens) for calibration and MED.
 """
 
 from __future__ import annotations
@@ -113,6 +113,55 @@ SENTENCES = (
     "Green tea contains antioxidants and a little caffeine.",
     "Spiking neural networks communicate with short binary events.",
     "The hotel room had a lovely view of the harbour.",
+    # calibration only (below index 64 of this tuple are the evaluation sentences)
+    "My neighbour grows tomatoes and beans in her back garden.",
+    "The bus was full, so we decided to walk to the station.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "The meeting has been moved to Thursday at two o'clock.",
+    "He fixed the leaking tap with a new rubber washer.",
+    "Our teacher asked us to read two chapters before Monday.",
+    "The airport security line moved slowly this morning.",
+    "She learned to swim when she was five years old.",
+    "The factory produces thousands of bottles every hour.",
+    "A strong wind knocked down several trees in the park.",
+    "Could you pass me the salt, please?",
+    "The app lets you track your spending and set a monthly budget.",
+    "The lighthouse has guided ships along this coast for a century.",
+    "They adopted a puppy from the local animal shelter.",
+    "Most of the lake freezes over in January.",
+    "The programmer found the bug after hours of debugging.",
+    "We watched the sunset from the top of the hill.",
+    "The bakery on the corner sells warm croissants every morning.",
+    "The election results will be announced tonight.",
+    "Recycling paper and glass helps reduce waste.",
+    "The soup needs a little more pepper.",
+    "His grandfather repaired clocks for a living.",
+    "The storm knocked out power to thousands of homes.",
+    "The festival attracts visitors from all over the world.",
+    "Always back up your files before installing an update.",
+    "The horse galloped across the open field.",
+    "I forgot my umbrella and got soaked on the way home.",
+    "The new law requires all drivers to carry insurance.",
+    "The chess champion won the tournament without losing a game.",
+    "Astronauts aboard the station conduct experiments in microgravity.",
+    "The shop offers a discount to students on weekdays.",
+    "Fresh snow covered the rooftops of the quiet village.",
+    "The nurse checked the patient's temperature every hour.",
+    "Their band released a new album last Friday.",
+    "A map of the city is available at the tourist office.",
+    "The dolphins followed the boat for several miles.",
+    "The committee will review the proposal next week.",
+    "Cooking rice requires the right amount of water.",
+    "Our internet connection keeps dropping in the evening.",
+    "The toddler stacked the blocks into a tall tower.",
+    "The bridge is closed to traffic during the marathon.",
+    "Wind turbines turn the energy of moving air into electricity.",
+    "The author signed copies of her book at the store.",
+    "Please keep your voice down in the reading room.",
+    "The farmers market is busiest on Saturday mornings.",
+    "Glaciers have been shrinking for decades.",
+    "The referee blew the whistle to end the match.",
+    "The cinema is showing an old black-and-white film tonight.",
 )
 
 STORIES = (
@@ -231,7 +280,25 @@ CALIBRATION_STORY = (
     "big smile. Fred felt warm inside. He liked to help. That night, he told all his friends about "
     "the girl and the shoe. They said Fred was a very kind frog. The next day, the girl came back "
     "with her mom. They brought a picture of Fred that she had drawn. Fred jumped up and down with "
-    "joy. Then the girl and the frog played by the pond until it was time to go home."
+    "joy. Then the girl and the frog played by the pond until it was time to go home.\n\n"
+    "Emma had a yellow umbrella with little white dots. She loved rainy days because she could "
+    "use it. One morning, the sky was grey and the rain began to fall. Emma put on her red boots "
+    "and took her umbrella. She walked to school and jumped in every puddle. Splash! Splash! On "
+    "the way, she saw a small boy standing under a tree. He had no umbrella and he was wet and "
+    "cold. \"Come with me,\" said Emma. \"My umbrella is big enough for two.\" The boy smiled and "
+    "they walked together. His name was Leo, and he was new at school. Emma showed him the "
+    "classroom, the library and the playground. At lunch, they sat together and shared an apple. "
+    "When the rain stopped, a rainbow came out over the school. \"Look!\" said Leo. \"It is so "
+    "pretty.\" Emma laughed. She was glad it had rained, because now she had a new friend.\n\n"
+    "Grandpa Joe had a big old truck. It was blue, and it made a loud noise when it started. Every "
+    "Saturday, Grandpa took his grandson Danny to the farm in the truck. Danny sat by the window "
+    "and counted the cows. One, two, three, four! At the farm, they fed the chickens and picked "
+    "eggs from the nests. Danny held each egg very carefully. Then they helped the farmer carry "
+    "hay to the horses. The horses were tall and brown, and they liked to eat apples from Danny's "
+    "hand. In the afternoon, the truck would not start. Grandpa tried and tried. Danny was "
+    "worried. \"Will we have to sleep at the farm?\" he asked. Grandpa laughed and opened the hood. "
+    "He found a loose wire and fixed it. The truck made its loud noise again. Danny clapped his "
+    "hands. They drove home singing songs, with a box of fresh eggs on Danny's lap."
 )
 
 
@@ -243,7 +310,7 @@ def eval_sentences(n=N_EVAL_SENTENCES):
 
 
 def calibration_sentences(n=None):
-    """Sentences not used for evaluation (the last 32), or the first ``n`` of them."""
+    """Sentences not used for evaluation (the last 80), or the first ``n`` of them."""
     rest = list(SENTENCES[N_EVAL_SENTENCES:])
     return rest if n is None else rest[:n]
 

@@ -101,7 +101,7 @@ class Workload:
             self.calib_batches = [self._tok(corpus.calibration_sentences())]
         elif self.kind == "causal-lm":
             self.eval_batches = [self._stories(corpus.STORIES, eval_size)]
-            self.calib_batches = [self._stories([corpus.CALIBRATION_STORY], None)]
+            self.calib_batches = [self._stories(corpus.CALIBRATION_STORY.split("\n\n"), None)]
         elif self.kind == "vlm":
             self.eval_batches = self._vlm(corpus.story_text(), eval_size or 192, seeds=(0, 1))
             self.calib_batches = self._vlm(corpus.CALIBRATION_STORY, 96, seeds=(7,))

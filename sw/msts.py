@@ -14,7 +14,9 @@ block ℓ). Greedy water filling: start every unit at the lowest width and repea
 to the unit with the largest noise reduction per added timestep, ``MED_u (4^-b - 4^-(b+1)) /
 ΔT``, among those that still fit the budget. Higher MED therefore gets more T: a unit with
 4x the MED of another ends up about one bit (one tc-lif step) higher. Ties go to the earlier
-block.
+block. The one exception to "higher MED, more T" is at the end of the budget: when the best
+unit's step no longer fits (it has many tokens, e.g. vision-tower blocks) a unit with fewer
+tokens may still take one.
 """
 
 from __future__ import annotations

@@ -51,12 +51,25 @@ def test_gamma_folding_preserves_the_float_model(which, request):
     from spikemllm.sw.convert import convert
     from spikemllm.sw.fidelity import make_workload
 
+    import copy
+    import dataclasses
+
     loaded = request.getfixturevalue(which)
+    # random-init tiny models have γ = 1, β = 0: give every norm a non-trivial affine first
+    model = copy.deepcopy(loaded.model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, m in model.named_modules():
+            if "norm" in type(m).__name__.lower() and getattr(m, "weight", None) is not None:
+                m.weight.mul_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.add_(0.1 * torch.randn(m.bias.shape, generator=gen))
+    loaded = dataclasses.replace(loaded, model=model)
     w = make_workload(loaded, eval_size=8 if loaded.kind == "encoder" else 24)
     ref = w.run(loaded.model)
-    cm = convert(loaded, ConverterConfig(rotation="gamma-folded", kv_bits=0))
+    cm = convert(loaded, ConverterConfig(rotation="gamma-folded", kv_bits=0, weight_quantizer="rtn"))
     folded = [l for l in cm.layers if not torch.equal(l.w_float,
-                                                       loaded.model.get_submodule(l.name).weight.double())]
+                                                       model.get_submodule(l.name).weight.double())]
     assert folded, "some linears must carry a folded γ"
     cm.context.mode = "float"
     out = w.run(cm.model, cm.context)
