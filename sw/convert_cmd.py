@@ -175,7 +175,7 @@ def _uniform_t(encoding, budget):
     return max(ok)
 
 
-def _goals(kind, loaded_name, refs, main_cfg, main_fid):
+def _goals(kind, refs):
     goals = []
 
     def add(goal, measured, target, higher_better):
@@ -264,14 +264,16 @@ def convert_and_report(model, config, out, *, msts_budget=None, ablate=False, ev
         if ablate:
             b_t, b_v = config.act_bits("text"), config.act_bits("vision")
             for enc in ("rate", "ternary", "tc-lif"):
-                abl.append(("encoding (equal bits A%d)" % b_t, enc,
+                label = f"A{b_t}" if loaded.kind != "vlm" else f"text A{b_t}, vision A{b_v}"
+                abl.append((f"encoding (equal bits {label})", enc,
                             _with(config, encoding=enc, t_text=nx.timesteps(enc, b_t),
                                   t_vision=nx.timesteps(enc, b_v), layer_t={})))
             for rot in ROTATIONS:
                 abl.append(("rotation", rot, _with(config, rotation=rot)))
             for wq in WEIGHT_QUANTIZERS:
                 abl.append(("weight quantiser", wq, _with(config, weight_quantizer=wq)))
-            abl.append(("timesteps", f"uniform (Tt={config.t_text}, Tv={config.t_vision})", cmp_cfg["uniform"]))
+            u = cmp_cfg["uniform"]
+            abl.append(("timesteps", f"uniform (Tt={u.t_text}, Tv={u.t_vision})", u))
             abl.append(("timesteps", f"MSTS at average T {budget:.3f}", cmp_cfg["msts"]))
             todo += [(f"ablation: {g} {v}", c) for g, v, c in abl]
 
@@ -312,7 +314,7 @@ def convert_and_report(model, config, out, *, msts_budget=None, ablate=False, ev
             "fidelity": fidelity,
             "primary_metric": _primary(loaded.kind),
             "reference_settings": refs,
-            "goals": _goals(loaded.kind, loaded.name, refs, main_cfg, fidelity),
+            "goals": _goals(loaded.kind, refs),
             "layers": main["layers"],
             "totals": main["totals"],
             "kv_cache": main["kv"],

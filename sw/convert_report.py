@@ -33,14 +33,16 @@ def plot_firing(rows, path, title):
     colors = ["tab:orange" if r["tower"] == "vision" else "tab:blue" for r in rows]
     ax.bar(range(len(rows)), [r["firing_rate"] for r in rows], color=colors)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["name"].replace("encoder.layer.", "L").replace("model.", "") for r in rows],
-                       rotation=90, fontsize=6)
+    short = [r["name"].removeprefix("model.").replace("encoder.layer.", "L") for r in rows]
+    ax.set_xticklabels(short, rotation=90, fontsize=6)
+    ax.set_ylim(0, max([r["firing_rate"] for r in rows] + [0.01]) * 1.25)
     ax.set_ylabel("firing rate = spikes / (T x elements)")
     ax.set_title(title)
     if any(r["tower"] == "vision" for r in rows):
         from matplotlib.patches import Patch
         ax.legend(handles=[Patch(color="tab:blue", label="text tower"),
-                           Patch(color="tab:orange", label="vision tower")], fontsize=8)
+                           Patch(color="tab:orange", label="vision tower")], fontsize=8, ncol=2,
+                  loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
