@@ -557,12 +557,12 @@ PROOFS = (
           "closed form per lane and token (spikes = binary digits of the saturated q, sign "
           "of v), ternary, fire_events order and fields, stream rules",
           lambda mutant: FiringHarness(params=_FIRING_P, mutant=mutant),
-          depth=11, cover_depth=11, mutant_fails="closed form"),
+          depth=13, cover_depth=13, mutant_fails="closed form"),
     Proof("pe_array", "TernaryAccumulatorArray", _describe(_PE_P),
           "no overflow: every vector equals a wide shadow of accumulate_events and the shadow "
           "stays within +-acc_bound; weights written at any time; stream rules",
           lambda mutant: PeArrayHarness(params=_PE_P, mutant=mutant),
-          depth=10, cover_depth=10, mutant_fails="vector != shadow"),
+          depth=12, cover_depth=12, mutant_fails="vector != shadow"),
     Proof("kv_cache_flags", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
           "count <= depth, full == (count == depth), count moves only by +1 on an accepted "
           "append or to 0 on clear/reset, an append to a full head is refused and sets the "

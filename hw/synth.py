@@ -767,6 +767,43 @@ def _shrink(params, over, design_names, over_designs=()):
     return None
 
 
+_PNR_MISFIT_RE = re.compile(r"Failed to expand region .* of (\d+) (\w+)|"
+                            r"Design uses (\d+) (\w+), but device only has (\d+)")
+
+
+def _place_and_route(arch, work, pnr, part, res):
+    """nextpnr for every synthesised design in ``res`` (updated in place). Returns
+    {"lut": used / available} when a design does not fit at placement, else {}."""
+    for name in res:
+        if res[name].get("error"):
+            continue
+        _log(f"{arch}: {name}: nextpnr place and route ...")
+        cmd = [pnr, *part["nextpnr"], "--json", f"{name}.json", "--freq", str(part["freq_mhz"]),
+               "--report", f"{name}.report.json", "--timing-allow-fail", "--seed", "1"]
+        if arch == "ice40":
+            cmd.append("--pcf-allow-unconstrained")
+        try:
+            text, dt = _run_tool(cmd, work, f"{name}.nextpnr.log")
+        except ToolError as e:
+            m = _PNR_MISFIT_RE.search(str(e))
+            if m:  # logic cells (LUT + carry + FF packing) exceed the part at placement
+                used = int(m.group(1) or m.group(3))
+                avail = part["lut"] if m.group(1) else int(m.group(5))
+                res[name]["fits"] = False
+                _log(f"{arch}: {name}: does not fit at placement ({used} logic cells)")
+                return {"lut": max(1.01, used / avail)}
+            res[name]["error"] = str(e)
+            continue
+        rep = parse_nextpnr_report((work / f"{name}.report.json").read_text())
+        log = parse_nextpnr_log(text)
+        fmax = rep["fmax_mhz"] or log["fmax_mhz"]
+        res[name].update({"fmax_mhz": min(fmax.values()) if fmax else None,
+                          "fmax_by_clock": fmax, "utilisation": rep["utilisation"],
+                          "nextpnr_s": round(dt, 1), "fits": True})
+        _log(f"{arch}: {name}: fmax {_f(res[name]['fmax_mhz'], '{:.1f}')} MHz ({dt:.0f} s)")
+    return {}
+
+
 def run_fpga(arch, work, params, wanted, designs=None):
     """Synthesise + place and route every design for ``arch``, shrinking the configuration
     until every design fits the part."""
@@ -826,9 +863,11 @@ def run_fpga(arch, work, params, wanted, designs=None):
                     misfit[k] = max(misfit.get(k, 0.0), r)
                 res[name]["fits"] = False
                 _log(f"{arch}: {name}: does not fit ({', '.join(f'{k} x{v:.2f}' for k, v in over.items())}): {counts}")
+        if not misfit:
+            misfit = _place_and_route(arch, work, pnr, part, res)
         if misfit:
             tried.append({"params": p.to_dict(), "over": {k: round(v, 2) for k, v in misfit.items()},
-                          "designs": {k: v["synth"] or {"bram_estimate": v["bram_estimate"]}
+                          "designs": {k: v["synth"] or {"bram_estimate": v.get("bram_estimate")}
                                       for k, v in res.items()}})
             smaller = _shrink(p, misfit, set(designs),
                               {n for n, v in res.items() if v.get("fits") is False})
@@ -837,26 +876,6 @@ def run_fpga(arch, work, params, wanted, designs=None):
             p, designs = smaller, None
             continue
         break
-    for name in res:
-        if res[name].get("error"):
-            continue
-        _log(f"{arch}: {name}: nextpnr place and route ...")
-        cmd = [pnr, *part["nextpnr"], "--json", f"{name}.json", "--freq", str(part["freq_mhz"]),
-               "--report", f"{name}.report.json", "--timing-allow-fail", "--seed", "1"]
-        if arch == "ice40":
-            cmd.append("--pcf-allow-unconstrained")
-        try:
-            text, dt = _run_tool(cmd, work, f"{name}.nextpnr.log")
-        except ToolError as e:
-            res[name]["error"] = str(e)
-            continue
-        rep = parse_nextpnr_report((work / f"{name}.report.json").read_text())
-        log = parse_nextpnr_log(text)
-        fmax = rep["fmax_mhz"] or log["fmax_mhz"]
-        res[name].update({"fmax_mhz": min(fmax.values()) if fmax else None,
-                          "fmax_by_clock": fmax, "utilisation": rep["utilisation"],
-                          "nextpnr_s": round(dt, 1), "fits": True})
-        _log(f"{arch}: {name}: fmax {_f(res[name]['fmax_mhz'], '{:.1f}')} MHz ({dt:.0f} s)")
     return {"part": part["part"], "params": p.to_dict(),
             "reduced": p != params, "tried": tried, "designs": res}
 

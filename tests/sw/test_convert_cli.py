@@ -148,3 +148,20 @@ def test_failure_keeps_the_previous_output(tmp_path, capsys):
     assert main(["convert", "--model", "tiny-llama", "--eval-size", "1", "--out", str(out)]) == 2
     assert (out / "report.json").read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_local_qwen2_checkpoint_directory(tmp_path):
+    """A Qwen2 checkpoint saved as safetensors (no tokenizer: byte ids) converts like any other."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
+    ckpt = tmp_path / "qwen2"
+    Qwen2ForCausalLM(cfg).save_pretrained(ckpt, safe_serialization=True)
+    out = tmp_path / "out"
+    assert main(["convert", "--model", str(ckpt), "--out", str(out), "--eval-size", "64", "--no-reference"]) == 0
+    rep = _check_outputs(out, "causal-lm")
+    assert rep["model"]["family"] == "qwen2" and len(rep["layers"]) == 14 and len(rep["kv_cache"]) == 2
+    assert is_cached(out, str(ckpt), ConverterConfig())

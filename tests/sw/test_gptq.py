@@ -13,13 +13,14 @@ from spikemllm.sw.spike_modules import SpikeContext, SpikeLinear
 def test_gptq_same_scales_smaller_output_error():
     rng = np.random.default_rng(0)
     W = rng.standard_t(4, size=(32, 128))
-    X = rng.normal(size=(400, 128)) * rng.uniform(0.2, 3, size=128)  # uneven input channels
+    # correlated inputs (low-rank plus noise), as real activations are
+    X = rng.normal(size=(400, 16)) @ rng.normal(size=(16, 128)) + 0.1 * rng.normal(size=(400, 128))
     w, s = gptq_quantize(W, 4, X.T @ X)
     w_mse, s_mse = lq.quantize_weights(W, 4, "mse")
     assert np.array_equal(s, s_mse)
     assert np.abs(w).max() <= nx.qmax(4)
     err = lambda ww: np.linalg.norm(X @ (ww * s[:, None] - W).T)
-    assert err(w) < 0.8 * err(w_mse)
+    assert err(w) < 0.5 * err(w_mse)
 
 
 def test_gptq_layer_calibrates_and_still_equals_integer_path():
