@@ -111,11 +111,13 @@ def step_weights(encoding, T):
 def _check_int_range(q, lo, hi, name):
     q = np.asarray(q)
     if q.dtype.kind not in "iu":
-        if not np.all(np.isfinite(q)) or not np.all(q == np.round(q)):
+        if q.dtype.kind not in "fb" or not np.all(np.isfinite(q)) or not np.all(q == np.round(q)):
             raise ValueError(f"{name} must hold integers, got dtype {q.dtype}")
-        q = q.astype(np.int64)
+    # compare before any cast, so a huge float cannot wrap around in int64
     if q.size and (q.min() < lo or q.max() > hi):
-        raise ValueError(f"{name} must be in {lo}..{hi}, found values in {int(q.min())}..{int(q.max())}")
+        fmt = "{:d}" if q.dtype.kind in "iu" else "{:g}"
+        found = f"{fmt.format(q.min())}..{fmt.format(q.max())}"
+        raise ValueError(f"{name} must be in {lo}..{hi}, found values in {found}")
     return q.astype(np.int64)
 
 
