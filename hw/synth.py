@@ -991,12 +991,15 @@ def _summarise(report):
     if pe and "energy_per_sop_pj" in pe:
         report["pe_array"] = {"energy_per_sop_pj": pe["energy_per_sop_pj"],
                               "energy_per_sop_logic_only_pj": pe["energy_per_sop_logic_only_pj"],
-                              "fmax_mhz": pe.get("fmax_mhz"), "area_um2": pe["area_um2"],
+                              "fmax_mhz": pe.get("fmax_mhz"),
+                              "fmax_mhz_with_sram_macro": pe.get("fmax_mhz_with_sram_macro"),
+                              "area_um2": pe["area_um2"],
                               "critical_path": pe["timing"]}
     if base and "energy_per_mac_pj" in base:
         report["mac_baseline"] = {"energy_per_mac_pj": base["energy_per_mac_pj"],
                                   "energy_per_mac_logic_only_pj": base["energy_per_mac_logic_only_pj"],
                                   "fmax_mhz": base.get("fmax_mhz"),
+                                  "fmax_mhz_with_sram_macro": base.get("fmax_mhz_with_sram_macro"),
                                   "area_um2": base["area_um2"],
                                   "power_mw": {k: base["power_mw"][k] for k in
                                                ("leakage", "internal", "switching",
