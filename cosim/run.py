@@ -23,6 +23,7 @@ Steps (each cached, so a second run only re-simulates):
   2. export golden vectors (spikemllm golden): MiniLM layer 0 q (text, Tt = 4), a tiny
      Qwen2-VL MLP layer mixing vision (Tv = 3) and text (Tt = 4) tokens, and the KV-cache /
      attention case of the pretrained tinystories LLaMA (when ../shared/models has it);
+     a set is reused only when it verifies and was made with today's converter config;
   3. generate the Verilog of each hardware configuration (write_verilog);
   4. build the Verilator models (reused while the Verilog hashes the same);
   5. run spike_engine on golden, corner and random cases, with free-flowing streams and with
@@ -92,6 +93,15 @@ def step_convert(log):
     return {"status": "converted", "out": str(out), "seconds": time.perf_counter() - t0}
 
 
+def _golden_config(gargs):
+    """The converter config (as a dict) that ``spikemllm golden GARGS`` exports with."""
+    from spikemllm.sw import golden
+
+    p = argparse.ArgumentParser()
+    golden.add_arguments(p)
+    return golden._config_from_args(p.parse_args(gargs + ["--out", "-"])).to_dict()
+
+
 def step_golden(root, log):
     """Export (or reuse) the golden sets; returns {name: dir} of the ones available."""
     try:
@@ -109,7 +119,9 @@ def step_golden(root, log):
             continue
         if (d / "manifest.json").exists():
             try:
-                load_golden(d)
+                made_with = load_golden(d).manifest["converter_config"]
+                if made_with != _golden_config(gargs):  # e.g. an older default weight quantiser
+                    raise ValueError("exported with a different converter config")
                 log(f"  {name}: cached ({d.relative_to(REPO_ROOT) if d.is_relative_to(REPO_ROOT) else d})")
                 found[name] = (d, kind)
                 continue

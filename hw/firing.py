@@ -29,10 +29,21 @@ class TcLifFiring(wiring.Component):
     token's last event, ``modality`` copied. Output events use
     ``EventLayout(in_max=lanes, t_max)`` (the next layer's input index is the lane).
 
-    All LANES comparators work in parallel on the current step; a priority encoder emits the
-    firing lanes one per cycle, lowest first. A token therefore takes
-    ``sum_t max(1, nnz_t)`` cycles (one event per clock, the stream's own limit) and the next
-    vector is accepted in the cycle the last event leaves, so tokens follow without a bubble.
+    Two pipeline stages keep the compare-and-subtract away from the event logic (it used to
+    be one sky130 critical path: ``thr`` -> LANES comparators -> priority encoder -> ``u``):
+
+    * the *digit generator* holds the accepted vector's ``u`` per lane and the threshold
+      ``thr``; each cycle it advances it compares all lanes in parallel (``u >= thr``),
+      subtracts where they fire, halves ``thr`` and hands that step's spike mask (with the
+      lanes' signs, t, last-step flag and modality) to the emitter, one step per cycle;
+    * the *event emitter* holds one registered step mask and sends its lanes one per cycle,
+      lowest first (priority encoder), or one ``empty`` event for a silent step; it takes the
+      generator's next step in the cycle the current step's last event leaves.
+
+    The generator accepts the next vector in the cycle it hands over the current token's
+    last step, so it computes the next token while the emitter still sends this one. A
+    token takes ``sum_t max(1, nnz_t)`` cycles on o_stream (one event per clock, the
+    stream's own limit) and tokens follow without a bubble whatever their T.
 
     ``theta`` must be >= 1; a T outside 1..t_max is clamped into that range (the engine's
     registers refuse such values anyway).
@@ -53,11 +64,12 @@ class TcLifFiring(wiring.Component):
     t_text, t_vision : In(tcount_bits)
         T for modality 0 and 1.
     busy : Out(1)
-        A token's events are being emitted.
+        A token is in the generator or its events are being emitted.
     """
 
-    #: cycles from accepting a vector to its first event on o_stream (valid high)
-    LATENCY = 1
+    #: cycles from accepting a vector to its first event on o_stream (valid high), with the
+    #: unit idle: one cycle in the digit generator, one in the event emitter
+    LATENCY = 2
     #: events emitted per clock while o_stream is ready
     THROUGHPUT = 1
 
@@ -85,20 +97,29 @@ class TcLifFiring(wiring.Component):
         m = Module()
         lanes = p.lanes
 
-        busy = Signal()
+        # ---- digit generator: one compare-and-subtract step per cycle, all lanes
+        g_busy = Signal()
         us = [Signal(self.u_bits, name=f"u{lane}") for lane in range(lanes)]
-        neg = Signal(lanes)
+        g_neg = Signal(lanes)
         thr = Signal(p.theta_bits + p.t_max - 1)
-        t = Signal(p.t_bits)
-        t_last = Signal(p.t_bits)
-        done = Signal(lanes)
-        modality = Signal()
+        g_t = Signal(p.t_bits)
+        g_t_last = Signal(p.t_bits)
+        g_modality = Signal()
 
-        fire = Signal(lanes)
-        m.d.comb += fire.eq(Cat(*[u >= thr for u in us]))
-        rem = Signal(lanes)
-        m.d.comb += rem.eq(fire & ~done)
-        low = Signal(lanes)  # lowest set bit of rem
+        g_fire = Signal(lanes)
+        m.d.comb += g_fire.eq(Cat(*[u >= thr for u in us]))
+        g_last = Signal()
+        m.d.comb += g_last.eq(g_t == g_t_last)
+
+        # ---- event emitter: one registered step mask, one event per clock
+        e_valid = Signal()
+        rem = Signal(lanes)          # lanes of this step not yet sent
+        e_neg = Signal(lanes)
+        e_t = Signal(p.t_bits)
+        e_last = Signal()            # this is the token's last step
+        e_modality = Signal()
+
+        low = Signal(lanes)          # lowest set bit of rem
         m.d.comb += low.eq(rem & (~rem + 1))
         idx = Signal(p.lane_bits)
         for lane in reversed(range(lanes)):
@@ -108,36 +129,48 @@ class TcLifFiring(wiring.Component):
         m.d.comb += step_end.eq((rem & ~low) == 0)
         empty = Signal()
         m.d.comb += empty.eq(rem == 0)
-        token_end = Signal()
-        m.d.comb += token_end.eq(step_end & (t == t_last))
 
         o = self.o_stream
         m.d.comb += [
-            o.valid.eq(busy),
+            o.valid.eq(e_valid),
             o.payload.index.eq(idx),
-            o.payload.sign.eq(~empty & neg.bit_select(idx, 1)),
-            o.payload.t.eq(t),
+            o.payload.sign.eq((low & e_neg).any()),
+            o.payload.t.eq(e_t),
             o.payload.last_in_step.eq(step_end),
-            o.payload.last_in_token.eq(token_end),
+            o.payload.last_in_token.eq(step_end & e_last),
             o.payload.empty.eq(empty),
-            o.payload.modality.eq(modality),
-            self.busy.eq(busy),
+            o.payload.modality.eq(e_modality),
+            self.busy.eq(g_busy | e_valid),
         ]
 
         out_fire = o.valid & o.ready
-        with m.If(out_fire):
-            with m.If(step_end):
-                for lane, u in enumerate(us):
-                    with m.If(fire[lane]):
-                        m.d.sync += u.eq(u - thr)
-                m.d.sync += [thr.eq(thr >> 1), t.eq(t + 1), done.eq(0)]
-                with m.If(token_end):
-                    m.d.sync += busy.eq(0)
-            with m.Else():
-                m.d.sync += done.eq(done | low)
+        # the emitter is free for a new step mask when empty or its step's last event leaves
+        e_take = Signal()
+        m.d.comb += e_take.eq(~e_valid | (out_fire & step_end))
+        g_step = Signal()            # the generator hands over a step this cycle
+        m.d.comb += g_step.eq(g_busy & e_take)
+
+        with m.If(out_fire & ~step_end):
+            m.d.sync += rem.eq(rem & ~low)
+        with m.If(e_take):
+            m.d.sync += e_valid.eq(g_busy)
+        with m.If(g_step):
+            m.d.sync += [
+                rem.eq(g_fire),
+                e_neg.eq(g_neg),
+                e_t.eq(g_t),
+                e_last.eq(g_last),
+                e_modality.eq(g_modality),
+            ]
+            for lane, u in enumerate(us):
+                with m.If(g_fire[lane]):
+                    m.d.sync += u.eq(u - thr)
+            m.d.sync += [thr.eq(thr >> 1), g_t.eq(g_t + 1)]
+            with m.If(g_last):
+                m.d.sync += g_busy.eq(0)
 
         i = self.i_stream
-        m.d.comb += i.ready.eq(~busy | (out_fire & token_end))
+        m.d.comb += i.ready.eq(~g_busy | (g_step & g_last))
         with m.If(i.valid & i.ready):
             T_sel = Signal(p.tcount_bits)
             T_eff = Signal(p.tcount_bits)
@@ -153,14 +186,12 @@ class TcLifFiring(wiring.Component):
                 v = i.payload.acc[lane]
                 mag = Signal(p.acc_bits, name=f"mag{lane}")
                 m.d.comb += mag.eq(Mux(v < 0, -v, v))
-                m.d.sync += [u.eq((mag << p.frac_bits) + half), neg[lane].eq(v < 0)]
+                m.d.sync += [u.eq((mag << p.frac_bits) + half), g_neg[lane].eq(v < 0)]
             m.d.sync += [
-                busy.eq(1),
+                g_busy.eq(1),
                 thr.eq(self.theta << (T_eff - 1)[:p.tcount_bits]),
-                t.eq(0),
-                t_last.eq((T_eff - 1)[:p.t_bits]),
-                done.eq(0),
-                modality.eq(i.payload.modality),
+                g_t.eq(0),
+                g_t_last.eq((T_eff - 1)[:p.t_bits]),
+                g_modality.eq(i.payload.modality),
             ]
         return m
-

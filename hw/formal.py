@@ -162,6 +162,16 @@ class FiringHarness(_Harness):
         q_unsat = [Signal(p.t_max, name=f"q_unsat{n}") for n in range(lanes)]
         q_neg = Signal(lanes)
         saturated = Signal()
+        # the design is double-buffered: the next token's vector may be accepted while this
+        # one is emitted; its closed form waits here until this token's last event leaves
+        nxt_valid = Signal()
+        nxt_t_tok = Signal(range(p.t_max + 1))
+        nxt_modality = Signal()
+        nxt_q_mag = [Signal(p.t_max, name=f"nxt_q_mag{n}") for n in range(lanes)]
+        nxt_q_unsat = [Signal(p.t_max, name=f"nxt_q_unsat{n}") for n in range(lanes)]
+        nxt_q_neg = Signal(lanes)
+        nxt_saturated = Signal()
+        m.d.comb += Assert(~nxt_valid | active, "queued token without a token being emitted")
 
         # The spikes of a lane are the binary digits of |q|, most significant first, each
         # with sign(v): step s fires lane n iff bit (T-1-s) of |q_n| is set. Checked per
@@ -197,7 +207,11 @@ class FiringHarness(_Harness):
 
         with m.If(fire):
             with m.If(ev.last_in_token):
-                m.d.sync += active.eq(0)
+                # the queued token (if any) is emitted next
+                m.d.sync += [active.eq(nxt_valid), nxt_valid.eq(0), t_tok.eq(nxt_t_tok),
+                             modality.eq(nxt_modality), q_neg.eq(nxt_q_neg),
+                             saturated.eq(nxt_saturated), step.eq(0), fired.eq(0)]
+                m.d.sync += [a.eq(b) for a, b in zip(q_mag + q_unsat, nxt_q_mag + nxt_q_unsat)]
                 m.d.comb += Cover(saturated & (t_tok == p.t_max) & modality,
                                   "saturated token with T = T_MAX, modality 1")
                 m.d.comb += Cover(~saturated & (t_tok > 1) & (q_mag[0] != 0) & q_neg[0],
@@ -209,8 +223,9 @@ class FiringHarness(_Harness):
 
         # a new vector: the closed form, with a divider (this is the spec, not the design)
         with m.If(accept):
-            m.d.comb += Assert(~active | (fire & ev.last_in_token),
-                               "vector accepted while a token is emitted")
+            last_leaves = fire & ev.last_in_token
+            # at most two tokens in flight: the one emitted and one queued
+            m.d.comb += Assert(~nxt_valid | last_leaves, "vector accepted with a token queued")
             qmax = Signal(p.t_max + 1)
             m.d.comb += qmax.eq((Const(1, p.t_max + 1) << t_spec) - 1)
             sat = []
@@ -223,10 +238,21 @@ class FiringHarness(_Harness):
                 q = Signal(u0.shape(), name=f"spec_q{n}")
                 m.d.comb += q.eq(u0 // dut.theta)
                 sat.append(q > qmax)
-                m.d.sync += [q_mag[n].eq(Mux(q > qmax, qmax, q)), q_unsat[n].eq(q),
-                             q_neg[n].eq(v < 0)]
-            m.d.sync += [active.eq(1), t_tok.eq(t_spec), modality.eq(i.payload.modality),
-                         step.eq(0), fired.eq(0), saturated.eq(Cat(*sat).any())]
+                spec_mag = Signal(p.t_max, name=f"spec_mag{n}")
+                m.d.comb += spec_mag.eq(Mux(q > qmax, qmax, q))
+                with m.If(~active | (last_leaves & ~nxt_valid)):
+                    m.d.sync += [q_mag[n].eq(spec_mag), q_unsat[n].eq(q), q_neg[n].eq(v < 0)]
+                with m.Else():
+                    m.d.sync += [nxt_q_mag[n].eq(spec_mag), nxt_q_unsat[n].eq(q),
+                                 nxt_q_neg[n].eq(v < 0)]
+            with m.If(~active | (last_leaves & ~nxt_valid)):
+                # emitted next (nothing in flight, or this token ends with none queued)
+                m.d.sync += [active.eq(1), t_tok.eq(t_spec), modality.eq(i.payload.modality),
+                             step.eq(0), fired.eq(0), saturated.eq(Cat(*sat).any())]
+            with m.Else():
+                m.d.sync += [nxt_valid.eq(1), nxt_t_tok.eq(t_spec),
+                             nxt_modality.eq(i.payload.modality),
+                             nxt_saturated.eq(Cat(*sat).any())]
         return m
 
 

@@ -22,7 +22,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--wbits", type=int, default=4)
     p.add_argument("--t-text", type=int, default=4)
-    p.add_argument("--weight-quantizer", default="mse")
+    p.add_argument("--weight-quantizer", default=None, help="rtn, mse or gptq (default: ConverterConfig's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-cli", action="store_true", help="skip timing the whole convert command")
     a = p.parse_args()
@@ -46,7 +46,8 @@ def main():
     ref = wl.run(loaded.model)
     t_fp = time.perf_counter() - t
 
-    cfg = ConverterConfig(w_bits=a.wbits, t_text=a.t_text, weight_quantizer=a.weight_quantizer)
+    wq = {} if a.weight_quantizer is None else dict(weight_quantizer=a.weight_quantizer)
+    cfg = ConverterConfig(w_bits=a.wbits, t_text=a.t_text, **wq)
     t = time.perf_counter()
     cm = convert(loaded, cfg)
     if cm.needs_calibration:
@@ -57,7 +58,7 @@ def main():
     t_snn = time.perf_counter() - t
     fid = wl.metrics(ref, out)
 
-    print(f"MiniLM, 64 sentences ({wl.eval_tokens} tokens), W{a.wbits} tc-lif Tt={a.t_text} {a.weight_quantizer}:")
+    print(f"MiniLM, 64 sentences ({wl.eval_tokens} tokens), W{a.wbits} tc-lif Tt={a.t_text} {cfg.weight_quantizer}:")
     print(f"  load model                 {t_load:7.2f} s")
     print(f"  FP32 evaluation            {t_fp:7.2f} s")
     print(f"  convert                    {t_conv:7.2f} s")

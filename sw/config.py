@@ -40,9 +40,10 @@ class ConverterConfig:
         alignment), ``gamma-folded`` (QuaRot-style: norm gamma folded into the weights first),
         or ``none``.
     weight_quantizer : str
-        ``rtn`` (max-abs round-to-nearest) or ``mse`` (per-channel clipping ratio minimising
-        the weight MSE; still one scale per channel, so hardware is unchanged), or ``gptq``
-        (the mse scales, integers chosen by GPTQ on calibration inputs to cut the output error).
+        ``gptq`` (default: the mse scales, integers chosen by GPTQ on the converter's
+        calibration inputs to cut the layer output error; needs a calibration pass), ``mse``
+        (per-channel clipping ratio minimising the weight MSE; one scale per channel, so the
+        hardware grid is the same for all three) or ``rtn`` (max-abs round-to-nearest).
     act_scale : str
         ``dynamic`` (per token, default) or ``static`` (per layer, calibrated; what hardware
         uses).
@@ -62,7 +63,7 @@ class ConverterConfig:
     t_vision: int = 3
     layer_t: dict = field(default_factory=dict)
     rotation: str = "gamma-aligned"
-    weight_quantizer: str = "mse"
+    weight_quantizer: str = "gptq"
     act_scale: str = "dynamic"
     static_percentile: float = 100.0
     kv_bits: int = 5

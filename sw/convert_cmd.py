@@ -51,8 +51,8 @@ def add_arguments(p):
     g.add_argument("--t-vision", type=int, help="timesteps of image tokens (default 3)")
     g.add_argument("--rotation", choices=ROTATIONS, help="gamma-aligned (default), gamma-folded (QuaRot) or none")
     g.add_argument("--weight-quantizer", choices=WEIGHT_QUANTIZERS,
-                   help="rtn (max-abs), mse (per-channel clipping search; default) or gptq "
-                        "(mse scales, integers by GPTQ on the calibration text)")
+                   help="gptq (default: mse scales, integers by GPTQ on the calibration inputs), "
+                        "mse (per-channel clipping search) or rtn (max-abs)")
     g.add_argument("--act-scale", choices=ACT_SCALES, help="dynamic per token (default) or static per layer (calibrated)")
     g.add_argument("--static-percentile", type=float, help="percentile of |x| for static scales (default 100)")
     g.add_argument("--kv-bits", type=int, help="spiked KV cache bits (tc-lif planes, T_kv = bits-1); 0 = off (default 5)")
@@ -65,7 +65,7 @@ def add_arguments(p):
                         "compare with uniform T at the same budget")
     e.add_argument("--ablate", action="store_true",
                    help="also evaluate rate/ternary/tc-lif at equal bits, gamma-aligned/folded/none, "
-                        "rtn/mse and uniform T/MSTS, as one table")
+                        "rtn/mse/gptq and uniform T/MSTS, as one table")
     e.add_argument("--eval-size", type=int, metavar="N",
                    help="sentences (encoder, 2..64, default 64) or max text tokens (causal LM, VLM)")
     e.add_argument("--no-reference", action="store_true",

@@ -12,6 +12,11 @@ decoder attention layer of a model, runs a fixed input through it, and writes a 
 * attention: Q/K/V tc-lif bit planes (``q_pos.hex`` ...) and the AND/popcount Q.K scores
   (``scores.hex``), with ``kv.npz``.
 
+With ``weight_quantizer="gptq"`` (the default) the weights are the converter's own integers:
+``convert`` restricted to the exported linear, its calibration pass on the converter's
+calibration workload, then ``SpikeLinear.integer_params()``; the manifest's ``weights``
+section records the quantiser and the calibration source.
+
 ``spikemllm golden --verify DIR`` re-checks sizes, hashes, the schema version, shapes and
 dtypes, that every ``.hex`` agrees with its ``.npz``, and replays the vectors through the
 numerics reference. The full format is in ``docs/golden-vectors.md``.
@@ -349,6 +354,46 @@ def _token_T_out(config, modality, layer_key):
     return np.where(np.asarray(modality) == MODALITY_VISION, t_vision, t_text).astype(np.int64), t_text, t_vision
 
 
+def _calibration_source(workload):
+    """What the converter's calibration pass ran on: description, token count, SHA-256 of the inputs."""
+    h = hashlib.sha256()
+    tokens = 0
+    for b in workload.calib_batches:
+        for k in sorted(b["inputs"]):
+            v = b["inputs"][k]
+            if hasattr(v, "numpy"):
+                a = np.ascontiguousarray(v.detach().cpu().numpy())
+                h.update(f"{k}:{a.dtype}:{a.shape};".encode())
+                h.update(a.tobytes())
+        tokens += int(b["valid"].sum())
+    what = {"encoder": "sw/corpus.py calibration_sentences()",
+            "causal-lm": "sw/corpus.py CALIBRATION_STORY",
+            "vlm": "sw/corpus.py CALIBRATION_STORY + synthetic image (seed 7)"}[workload.kind]
+    return {"workload": f"fidelity.make_workload(model).calib_batches: {what}",
+            "batches": len(workload.calib_batches), "valid_tokens": tokens, "inputs_sha256": h.hexdigest()}
+
+
+def _converter_weights(loaded, module, config):
+    """The converter's GPTQ integers of linear ``module``: ``convert`` restricted to that layer,
+    then the converter's calibration pass (``spikemllm convert``'s workload) and
+    ``SpikeLinear.integer_params()``. Calibration runs the layers in float, so the layer sees
+    exactly the inputs it sees when the whole model converts."""
+    from .convert import convert
+    from .fidelity import make_workload
+
+    cm = convert(loaded, config, filter=lambda n: n == module)
+    if [l.name for l in cm.layers] != [module]:
+        raise ValueError(f"{module} is not a linear the converter converts (config.skip {config.skip})")
+    workload = make_workload(loaded)
+    cm.calibrate(lambda m: workload.run_calibration(m, cm.context))
+    p = cm.layers[0].integer_params()
+    p["source"] = ("converter: convert(model, config, filter=<this linear>), ConvertedModel.calibrate on "
+                   "the calibration workload (Hessian of the layer's rotated float inputs), "
+                   "SpikeLinear.integer_params()")
+    p["calibration"] = _calibration_source(workload)
+    return p
+
+
 def _build_linear(loaded, cap, config, hw, layer_key, tile):
     from . import layer_quant as lq
 
@@ -370,7 +415,24 @@ def _build_linear(loaded, cap, config, hw, layer_key, tile):
         raise ValueError(f"--tile must be in 0..{n_tiles - 1} ({out_f} outputs / {hw.lanes} lanes), not {tile!r}")
     lo, hi = tile * hw.lanes, min(out_f, (tile + 1) * hw.lanes)
     valid = hi - lo
-    w_q, s_w_q = lq.quantize_weights(W[lo:hi], config.w_bits, config.weight_quantizer)
+    if config.weight_quantizer == "gptq":
+        conv = _converter_weights(loaded, cap.module, config)
+        w_q, s_w_q = conv["w"][lo:hi], conv["s_w"][lo:hi]
+        # the converter rotated / folded this layer as golden does: same mse scales, same bias
+        _, s_mse = lq.quantize_weights(W[lo:hi], config.w_bits, "mse")
+        b_conv = None if conv["bias"] is None else conv["bias"][lo:hi]
+        b_here = None if b_in is None else b_in[lo:hi]
+        if (conv["w"].shape != W.shape or conv["block"] != block or not np.allclose(s_w_q, s_mse, rtol=1e-12, atol=0)
+                or (b_conv is None) != (b_here is None)
+                or (b_conv is not None and not np.allclose(b_conv, b_here, rtol=1e-12, atol=1e-15))):
+            raise RuntimeError(f"{cap.module}: the converter's layer disagrees with golden's rotation/gamma handling")
+        weights_info = {"quantizer": "gptq", "source": conv["source"], "calibration": conv["calibration"]}
+    else:
+        w_q, s_w_q = lq.quantize_weights(W[lo:hi], config.w_bits, config.weight_quantizer)
+        weights_info = {"quantizer": config.weight_quantizer,
+                        "source": f"layer_quant.quantize_weights(W, {config.w_bits}, {config.weight_quantizer!r}) "
+                                  f"of the (rotated{', gamma-folded' if folded_norm else ''}) float weights",
+                        "calibration": None}
     w = np.zeros((hw.lanes, in_f), dtype=np.int64)
     s_w = np.ones(hw.lanes, dtype=np.float64)
     bias = np.zeros(hw.lanes, dtype=np.float64)
@@ -436,6 +498,7 @@ def _build_linear(loaded, cap, config, hw, layer_key, tile):
         "layer": {"in_features": in_f, "out_features": out_f, "tile": tile, "tiles": n_tiles,
                   "out_channels": [lo, hi], "lanes_valid": valid, "has_bias": b_in is not None,
                   "rotation_block": block, "folded_norm": folded_norm, "horner": horner},
+        "weights": weights_info,
         "scales": {"s_w": [float(v) for v in s_w], "s_x": [float(v) for v in enc.s_x],
                    "static_scales": static_scales, "theta": int(theta), "frac_bits": hw.frac_bits,
                    "theta_rule": THETA_RULE,
@@ -799,6 +862,8 @@ def _verify_linear(d, m, files, raw, npz, gv, checks):
         _expect(arr.tolist() == tok[key], f, f"{key} disagrees with manifest.json tokens.{key}")
     _expect(gv.s_x.tolist() == m["scales"]["s_x"], ef, "s_x disagrees with manifest.json scales.s_x")
     _expect(gv.s_w.tolist() == m["scales"]["s_w"], wf, "s_w disagrees with manifest.json scales.s_w")
+    _expect(m["weights"]["quantizer"] == cfg.weight_quantizer, d / MANIFEST,
+            f"weights.quantizer {m['weights']['quantizer']!r} disagrees with the config's {cfg.weight_quantizer!r}")
     checks.append(f"shapes and dtypes: weights {lanes}x{n_in}, {N} tokens, {len(gv.events)} input events")
     # weights: grid, packing, hex
     qm = nx.qmax(cfg.w_bits)
@@ -940,7 +1005,8 @@ Export golden vectors of one real layer, or verify an exported directory.
 
 Export: runs a fixed input (real sentences; a synthetic image for Qwen2-VL) through MODEL,
 captures the input of one linear layer (or the Q/K/V of one attention layer), converts it with
-the converter's integer path, and writes weights, input spike events and the expected
+the converter's integer path (default gptq weights: the converter's integers after its
+calibration pass on that layer; --weight-quantizer rtn/mse need none), and writes weights, input spike events and the expected
 accumulators / output events (or KV bit-planes and Q.K scores) as .npz and $readmemh .hex
 files with a manifest.json (schema, config, hardware parameters, scales, SHA-256 per file).
 The directory appears atomically and the same command writes byte-identical files.
@@ -989,7 +1055,9 @@ def add_arguments(p):
     c.add_argument("--t-text", type=int, help="T of text tokens (Tt)")
     c.add_argument("--t-vision", type=int, help="T of vision tokens (Tv)")
     c.add_argument("--rotation", choices=("gamma-aligned", "gamma-folded", "none"))
-    c.add_argument("--weight-quantizer", choices=("rtn", "mse"))
+    c.add_argument("--weight-quantizer", choices=("rtn", "mse", "gptq"),
+                   help="gptq (default) takes the converter's integers after its calibration pass; "
+                        "rtn/mse quantise the layer directly")
     c.add_argument("--act-scale", choices=("dynamic", "static"))
     c.add_argument("--static-percentile", type=float)
     c.add_argument("--kv-bits", type=int, help="KV-cache bits (t_kv = kv_bits - 1 planes)")

@@ -16,13 +16,15 @@ TINYSTORIES = REPO_ROOT.parent / "shared" / "models" / "tinystories-656k"
 
 
 def _golden(name, model, layer, proj, tokens, modality="text"):
+    from spikemllm.sw.config import ConverterConfig
     from spikemllm.sw.golden import export_golden, load_golden
 
     out = GOLDEN_ROOT / name
     if (out / "manifest.json").exists():
         try:
-            load_golden(out)
-            return out
+            # reused only when valid and made with today's default config (else exported again)
+            if load_golden(out).manifest["converter_config"] == ConverterConfig().to_dict():
+                return out
         except ValueError:
             pass
     export_golden(model, layer, proj, out, tokens=tokens, modality=modality, force=True)

@@ -84,9 +84,15 @@ def test_throughput_and_latency():
     assert events_equal(got, ref)
     c0 = src.accepted[0]
     assert snk.cycles == list(range(c0 + TcLifFiring.LATENCY, c0 + TcLifFiring.LATENCY + len(ref)))
-    # the next vector is accepted in the cycle the previous token's last event leaves
+    # double-buffered: the next vector is accepted while the previous token is still being
+    # emitted, in the cycle the generator hands over that token's last step (the cycle its
+    # second-to-last step's last event leaves, or its first event for T = 1)
     ends = [snk.cycles[i] for i in np.nonzero(ref["last_in_token"])[0]]
-    assert src.accepted[1:] == ends[:-1]
+    step_ends = [snk.cycles[i] for i in np.nonzero(ref["last_in_step"])[0]]
+    T = np.where(mod == 1, 3, 4)
+    handover = [step_ends[int(np.sum(T[:k + 1])) - 2] for k in range(len(T) - 1)]
+    assert src.accepted[1:] == handover
+    assert all(a < e for a, e in zip(src.accepted[1:], ends[:-1]))
 
 
 def test_backpressure_holds_payload():

@@ -33,8 +33,9 @@ def _check_outputs(out, kind):
 
 def test_minilm_end_to_end_and_cache(tmp_path, capsys):
     out = tmp_path / "minilm_w4"
+    # mse: MiniLM's 2 x 36 GPTQ layers would add ~25 s; the default (gptq) runs in the other CLI tests
     rc = main(["convert", "--model", "minilm", "--wbits", "4", "--encoding", "tc-lif", "--t-text", "4",
-               "--out", str(out), "--eval-size", "8"])
+               "--weight-quantizer", "mse", "--out", str(out), "--eval-size", "8"])
     assert rc == 0
     rep = _check_outputs(out, "encoder")
     assert 0.5 < rep["fidelity"]["cosine_mean"] <= 1 and rep["fidelity"]["n_sentences"] == 8
@@ -43,8 +44,9 @@ def test_minilm_end_to_end_and_cache(tmp_path, capsys):
     assert set(rep["reference_settings"]) == {"W4/T4", "W8/T7"}
     assert [g["goal"] for g in rep["goals"]] == ["W4 tc-lif Tt=4 mean cosine", "W8 tc-lif T=7 mean cosine"]
     assert "cosine_mean" in capsys.readouterr().out
-    cfg = ConverterConfig(w_bits=4, encoding="tc-lif", t_text=4)
+    cfg = ConverterConfig(w_bits=4, encoding="tc-lif", t_text=4, weight_quantizer="mse")
     assert is_cached(out, "minilm", cfg)
+    assert not is_cached(out, "minilm", ConverterConfig(w_bits=4, encoding="tc-lif", t_text=4))  # default gptq
     assert not is_cached(out, "minilm", ConverterConfig(w_bits=8, t_text=7))
     assert not is_cached(out, "tiny-llama", cfg)
     assert not is_cached(tmp_path / "nothing", "minilm", cfg)

@@ -66,6 +66,20 @@ def _rewrite(d, name, data):
 # round trip
 # ---------------------------------------------------------------------------------------------
 
+def _gptq_layer(loaded, module, cfg, whole_model=False):
+    """The converter's calibrated SpikeLinear ``module`` (GPTQ): the whole model converted and
+    calibrated as ``spikemllm convert`` does, or only that linear (what golden does)."""
+    from spikemllm.sw.convert import convert
+    from spikemllm.sw.fidelity import make_workload
+
+    cm = convert(loaded, cfg, filter=None if whole_model else (lambda n: n == module))
+    wl = make_workload(loaded)
+    cm.calibrate(lambda m: wl.run_calibration(m, cm.context))
+    (sl,) = [l for l in cm.layers if l.name == module]
+    assert not sl.needs_hessian
+    return sl
+
+
 def test_minilm_round_trip_matches_converter_integers(minilm, l0q):
     report = verify_golden(l0q)
     assert report.kind == "linear" and set(report.files) == set(_files(l0q))
@@ -75,7 +89,12 @@ def test_minilm_round_trip_matches_converter_integers(minilm, l0q):
     # independent recomputation with the converter's functions
     cap = capture_linear(minilm, 0, "q", 4)
     cfg = ConverterConfig()
-    w, s_w = lq.quantize_weights(lq.rotate_weight(cap.weight[:32]), cfg.w_bits, cfg.weight_quantizer)
+    assert cfg.weight_quantizer == "gptq"  # the default: the converter's calibrated integers
+    p = _gptq_layer(minilm, cap.module, cfg).integer_params()
+    w, s_w = p["w"][:32], p["s_w"][:32]
+    # GPTQ keeps the mse scales and moves integers away from round-to-nearest
+    w_mse, s_mse = lq.quantize_weights(lq.rotate_weight(cap.weight[:32]), cfg.w_bits, "mse")
+    assert np.array_equal(s_w, s_mse) and not np.array_equal(w, w_mse)
     enc = lq.encode_activations(lq.rotate(cap.x), cfg, cap.modality, 0)
     acc, _, _ = lq.linear_integer_path(enc, w, s_w, cfg.encoding)
     assert np.array_equal(gv.weights, w) and np.array_equal(gv.s_w, s_w)
@@ -86,6 +105,9 @@ def test_minilm_round_trip_matches_converter_integers(minilm, l0q):
     # the strongest accumulator lands at the top of the 4-step output grid
     assert np.abs(gv.expected_q_out).max() == 15
     assert gv.manifest["converter_config"] == cfg.to_dict()
+    wi = gv.manifest["weights"]
+    assert wi["quantizer"] == "gptq" and "integer_params" in wi["source"]
+    assert wi["calibration"]["valid_tokens"] > 0 and len(wi["calibration"]["inputs_sha256"]) == 64
     assert gv.manifest["model"]["spec"] == "minilm" and gv.manifest["source"]["module"].endswith("layer.0.attention.self.query")
 
 
@@ -113,7 +135,10 @@ def test_hex_words_follow_the_documented_bit_layout(l0q):
 def test_cli_export_and_verify(tmp_path, capsys):
     out = tmp_path / "l0q"
     assert cli_main(["golden", "--model", "minilm", "--layer", "0", "--proj", "q", "--tokens", "8",
-                     "--out", str(out)]) == 0
+                     "--weight-quantizer", "mse", "--out", str(out)]) == 0
+    m = json.loads((out / gd.MANIFEST).read_text())
+    assert m["weights"]["quantizer"] == m["converter_config"]["weight_quantizer"] == "mse"
+    assert m["weights"]["calibration"] is None
     assert cli_main(["golden", "--verify", str(out)]) == 0
     assert "OK (linear, 8 files)" in capsys.readouterr().out
     # refuses to overwrite without --force
@@ -219,6 +244,14 @@ def test_replay_catches_inconsistent_content_with_valid_hashes(l0q, tmp_path):
     (d / gd.MANIFEST).write_bytes(gd._manifest_bytes(m))
     with pytest.raises(GoldenError, match=r"manifest\.json: theta \d+ does not follow the theta rule"):
         verify_golden(d)
+    # the recorded weight quantiser must be the config's
+    d = tmp_path / "wq"
+    shutil.copytree(l0q, d)
+    m = json.loads((d / gd.MANIFEST).read_text())
+    m["weights"]["quantizer"] = "rtn"
+    (d / gd.MANIFEST).write_bytes(gd._manifest_bytes(m))
+    with pytest.raises(GoldenError, match=r"manifest\.json: weights\.quantizer 'rtn' disagrees with the config's 'gptq'"):
+        verify_golden(d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +267,9 @@ def test_two_exports_are_byte_identical(minilm, l0q, tmp_path):
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
+MSE = ConverterConfig(weight_quantizer="mse")  # tests not about the weights skip GPTQ calibration
+
+
 def test_failure_mid_export_leaves_nothing(minilm, tmp_path, monkeypatch):
     written = []
     real = gd._write_file
@@ -247,16 +283,16 @@ def test_failure_mid_export_leaves_nothing(minilm, tmp_path, monkeypatch):
     monkeypatch.setattr(gd, "_write_file", failing)
     out = tmp_path / "sub" / "g"
     with pytest.raises(OSError, match="simulated"):
-        export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm)
+        export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm, config=MSE)
     assert len(written) == 3 and not out.exists() and list((tmp_path / "sub").iterdir()) == []
     # --force over an existing directory: a failure keeps the old directory intact
     monkeypatch.setattr(gd, "_write_file", real)
-    export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm)
+    export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm, config=MSE)
     before = {n: (out / n).read_bytes() for n in _files(out)}
     written.clear()
     monkeypatch.setattr(gd, "_write_file", failing)
     with pytest.raises(OSError, match="simulated"):
-        export_golden("minilm", 0, "k", out, tokens=2, loaded=minilm, force=True)
+        export_golden("minilm", 0, "k", out, tokens=2, loaded=minilm, force=True, config=MSE)
     assert {n: (out / n).read_bytes() for n in _files(out)} == before
     assert _files(tmp_path / "sub") == ["g"]
     with pytest.raises(ValueError, match="exists; pass --force"):
@@ -268,7 +304,7 @@ def test_force_refuses_a_directory_that_is_not_golden(minilm, tmp_path):
     out.mkdir()
     (out / "thesis.tex").write_text("...")
     with pytest.raises(ValueError, match="not a golden directory"):
-        export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm, force=True)
+        export_golden("minilm", 0, "q", out, tokens=2, loaded=minilm, force=True, config=MSE)
     assert (out / "thesis.tex").exists()
 
 
@@ -356,7 +392,7 @@ def test_clear_errors_for_bad_requests(minilm, tmp_path):
         export_golden("minilm", 0, "q", tmp_path / "x", modality="mixed", loaded=minilm)
     with pytest.raises(ValueError, match="more than --t-max 4"):
         export_golden("minilm", 0, "q", tmp_path / "x", tokens=2, loaded=minilm,
-                      config=ConverterConfig(t_text=6), hw={"t_max": 4})
+                      config=ConverterConfig(t_text=6, weight_quantizer="mse"), hw={"t_max": 4})
     assert not (tmp_path / "x").exists()
 
 
@@ -408,7 +444,9 @@ def test_doc_verilog_testbench_replays_the_hex_files(l0q, tmp_path):
 @pytest.mark.parametrize("which,layer,proj,kw", [
     ("minilm", 0, "q", dict(rotation="gamma-folded")),         # BERT post-norm: input affine undone
     ("minilm", 1, "up", dict(rotation="gamma-aligned", act_scale="static")),
+    ("minilm", 2, "k", dict(weight_quantizer="mse")),
     ("tinystories", 1, "gate", dict(rotation="gamma-folded")),  # pre-norm: gamma folded into W
+    ("tinystories", 1, "o", dict()),                           # the default config (gptq)
     ("tinystories", 0, "down", dict(rotation="none", weight_quantizer="rtn")),
 ])
 def test_exported_integers_equal_the_converters_spike_linear(which, layer, proj, kw, request, tmp_path):
@@ -421,7 +459,14 @@ def test_exported_integers_equal_the_converters_spike_linear(which, layer, proj,
     out = export_golden(which, layer, proj, tmp_path / "g", tokens=6, tile=1, config=cfg, loaded=loaded)
     gv = load_golden(out)
     cap = capture_linear(loaded, layer, proj, 6)
-    sl = convert(loaded, cfg, filter=lambda n: n == cap.module).layers[0]
+    if cfg.weight_quantizer == "gptq":
+        # tinystories: the whole model converted and calibrated, as `spikemllm convert` does
+        # (MiniLM's 36 GPTQ layers take a minute: only this layer there)
+        sl = _gptq_layer(loaded, cap.module, cfg, whole_model=which == "tinystories")
+        assert gv.manifest["weights"]["quantizer"] == "gptq"
+    else:
+        sl = convert(loaded, cfg, filter=lambda n: n == cap.module).layers[0]
+        assert gv.manifest["weights"]["calibration"] is None
     p = sl.integer_params()
     lanes = slice(32, 64)
     assert np.array_equal(gv.weights, p["w"][lanes]) and np.array_equal(gv.s_w, p["s_w"][lanes])
