@@ -27,6 +27,7 @@ metadata; sorted JSON keys) and written atomically (temporary directory, then re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -818,7 +819,12 @@ def _expect(cond, file, problem):
 
 def _vectors_from(d, m, npz):
     hw = m["hardware"]
+    hwp = _hw_params(hw)  # validates every hardware field (ranges, powers of two, types)
+    _expect(hw.get("derived") == json.loads(hwp.to_json()).get("derived"), d / MANIFEST,
+            "hardware.derived disagrees with the hardware parameters")
     kind = m.get("kind")
+    if kind == "linear":
+        _check_layer_fields(d, m, hwp)
     layout = EventLayout(hw["in_max"], hw["t_max"])
     common = dict(manifest=m, kind=kind, lanes=hw["lanes"], w_bits=hw["w_bits"], t_max=hw["t_max"],
                   in_max=hw["in_max"], layout=layout, frac_bits=hw["frac_bits"])
@@ -970,17 +976,15 @@ def verify_golden(directory):
     reference (accumulators by two paths, theta rule, firing unit, scores by two paths).
     """
     d = Path(directory)
-    m, files, raw, npz = _load_dir(d, check_files=True)
-    checks = [f"manifest schema {SCHEMA} v{SCHEMA_VERSION}, self-hash ok",
-              f"{len(files)} files: sizes and SHA-256 match"]
-    try:
+    with _manifest_errors(d):
+        m, files, raw, npz = _load_dir(d, check_files=True)
+        checks = [f"manifest schema {SCHEMA} v{SCHEMA_VERSION}, self-hash ok",
+                  f"{len(files)} files: sizes and SHA-256 match"]
         gv = _vectors_from(d, m, npz)
         if gv.kind == "linear":
             _verify_linear(d, m, files, raw, npz, gv, checks)
         else:
             _verify_attention(d, m, files, raw, npz, gv, checks)
-    except KeyError as e:  # manifest passed its hash but lacks a field: written by something else
-        raise GoldenError(d / MANIFEST, f"missing field {e}") from None
     return VerifyReport(directory=str(d), kind=gv.kind, files=[MANIFEST] + sorted(files), checks=checks)
 
 
@@ -989,11 +993,40 @@ def load_golden(directory, verify=True):
     d = Path(directory)
     if verify:
         verify_golden(d)
-    m, files, raw, npz = _load_dir(d, check_files=verify)
-    try:
+    with _manifest_errors(d):
+        m, files, raw, npz = _load_dir(d, check_files=verify)
         return _vectors_from(d, m, npz)
-    except KeyError as e:
-        raise GoldenError(d / MANIFEST, f"missing field {e}") from None
+
+
+@contextlib.contextmanager
+def _manifest_errors(d):
+    """A manifest that passed its self-hash but has a missing or mistyped field -> GoldenError."""
+    try:
+        yield
+    except GoldenError:
+        raise
+    except KeyError as e:  # written by something else, or edited and re-hashed
+        raise GoldenError(Path(d) / MANIFEST, f"missing field {e}") from None
+    except (TypeError, IndexError, AttributeError, ValueError) as e:
+        raise GoldenError(Path(d) / MANIFEST, f"malformed field ({type(e).__name__}: {e})") from None
+
+
+def _check_layer_fields(d, m, hw):
+    """The layer fields the hardware depends on must be integers consistent with each other."""
+    layer = m["layer"]
+    for key in ("in_features", "out_features", "lanes_valid", "tile", "tiles"):
+        v = layer[key]
+        _expect(isinstance(v, int) and not isinstance(v, bool) and v >= 0, d / MANIFEST,
+                f"layer.{key} must be a non-negative integer, not {v!r}")
+    _expect(1 <= layer["in_features"] <= hw.in_max, d / MANIFEST,
+            f"layer.in_features must be in 1..{hw.in_max} (hardware.in_max), not {layer['in_features']!r}")
+    _expect(1 <= layer["lanes_valid"] <= hw.lanes, d / MANIFEST,
+            f"layer.lanes_valid must be in 1..{hw.lanes} (hardware.lanes), not {layer['lanes_valid']!r}")
+    _expect(layer["tiles"] == -(-layer["out_features"] // hw.lanes) and layer["tile"] < layer["tiles"],
+            d / MANIFEST, f"layer.tile/tiles/out_features disagree with hardware.lanes {hw.lanes}")
+    lo = layer["tile"] * hw.lanes
+    _expect(layer["lanes_valid"] == min(hw.lanes, layer["out_features"] - lo), d / MANIFEST,
+            f"layer.lanes_valid {layer['lanes_valid']!r} disagrees with out_features and tile")
 
 
 # --------------------------------------------------------------------------------------------
