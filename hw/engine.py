@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib.wiring import In, Out
 
 from .firing import TcLifFiring
 from .params import HwParams

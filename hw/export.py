@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from spikemllm.fsutil import replace_dir
 from .params import HwParams
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "build_tops", "port_list", "write_verilog",
@@ -147,13 +148,7 @@ def write_verilog(params: HwParams, out_dir, *, lint=False, progress=False):
         if lint:
             for name in tops:
                 lint_verilog(tmp / f"{name}.v", top=name)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import time
 from dataclasses import fields as dc_fields
 from pathlib import Path
 
+from spikemllm.fsutil import replace_dir
 from .sram_model import SKY130_OPENRAM, SramMacro, sram_area_um2, sram_power_mw
 from .tools import REPO_ROOT, find_tool, resolve_liberty, unpack_liberty
 
@@ -1293,13 +1293,7 @@ def run(args) -> int:
             md += _sweep_markdown(rep["sweep"])
         _write_json(tmp / "synth.json", rep)
         (tmp / "synth.md").write_text(md)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

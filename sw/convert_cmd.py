@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -10,6 +9,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from spikemllm.fsutil import replace_dir
 
 from . import numerics as nx
 from .config import ACT_SCALES, ROTATIONS, WEIGHT_QUANTIZERS, ConverterConfig
@@ -326,7 +327,7 @@ def convert_and_report(model, config, out, *, msts_budget=None, ablate=False, ev
         }
         report["timing"]["total_s"] = time.perf_counter() - t_start
         write_outputs(tmp, report, main["static_scales"])
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -339,17 +340,6 @@ def _describe(w):
     if w.kind == "causal-lm":
         return f"{w.eval_tokens} tokens of children's stories (sw/corpus.py)"
     return f"{len(w.eval_batches)} synthetic images + story text, {w.eval_tokens} tokens"
-
-
-def _replace_dir(tmp, out):
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _interrupt(signum, frame):

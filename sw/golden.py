@@ -33,13 +33,13 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from spikemllm.fsutil import atomic_dir
 
 from . import numerics as nx
 from .config import ConverterConfig, MODALITIES
@@ -704,25 +704,9 @@ def _write_atomic(out, files, force):
             raise ValueError(f"output {str(out)!r} exists; pass --force to overwrite it")
         if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
             raise ValueError(f"refusing to overwrite {str(out)!r}: not a golden directory (no {MANIFEST})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = None
-    try:
+    with atomic_dir(out) as tmp:
         for name in sorted(files):
             _write_file(tmp / name, files[name])
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rename(out, old / "d")
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "d").exists() and not out.exists():
-            os.rename(old / "d", out)  # put the previous directory back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """System model arithmetic on hand-computed cases."""
 
-import math
 
 import pytest
 
