@@ -58,7 +58,8 @@ def real_alternating_case(params, work):
 
 
 @pytest.fixture(scope="module")
-def engine_run(cosim_builds, tmp_path_factory):
+def engine_run(cosim_builds, golden_linear, tmp_path_factory):
+    # golden_linear exports the real mixed-modality layer first, whatever the test order
     cb = cosim_builds(CONFIG, "engine")
     work = tmp_path_factory.mktemp("faults-engine")
     real = real_alternating_case(cb.params, work)

@@ -11,30 +11,7 @@ from spikemllm.hw.tools import REPO_ROOT
 
 pytestmark = pytest.mark.cosim
 
-GOLDEN_ROOT = REPO_ROOT / "build" / "cosim" / "golden"
 TINYSTORIES = REPO_ROOT.parent / "shared" / "models" / "tinystories-656k"
-
-
-def _golden(name, model, layer, proj, tokens, modality="text"):
-    from spikemllm.sw.config import ConverterConfig
-    from spikemllm.sw.golden import export_golden, load_golden
-
-    out = GOLDEN_ROOT / name
-    if (out / "manifest.json").exists():
-        try:
-            # reused only when valid and made with today's default config (else exported again)
-            if load_golden(out).manifest["converter_config"] == ConverterConfig().to_dict():
-                return out
-        except ValueError:
-            pass
-    export_golden(model, layer, proj, out, tokens=tokens, modality=modality, force=True)
-    return out
-
-
-@pytest.fixture(scope="session")
-def golden_linear():
-    return [_golden("l0q", "minilm", 0, "q", 8),
-            _golden("qvl-down-mixed", "tiny-qwen2vl", 0, "down", 8, modality="mixed")]
 
 
 @pytest.mark.parametrize("config", ["lanes8", "lanes32"])
@@ -74,10 +51,10 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     assert loaded["events_per_cycle"] == act["events_per_cycle"]
 
 
-def test_kv_cache_replays_real_attention_planes(cosim_builds, tmp_path):
+def test_kv_cache_replays_real_attention_planes(cosim_builds, golden_export, tmp_path):
     if not TINYSTORIES.is_dir():
         pytest.skip(f"{TINYSTORIES} is not present")
-    d = _golden("ts-attn", str(TINYSTORIES), 1, "attn", 16)
+    d = golden_export("ts-attn", str(TINYSTORIES), 1, "attn", 16)
     case = golden_kv_case(d)
     cb = cosim_builds("lanes8", "kv")
     assert kv_params_for(case, cb.params) == cb.params, "lanes8 KV sizing no longer fits ts-attn"
