@@ -8,7 +8,10 @@ compared field by field. A missing output (queue not empty at the end) and an ex
 
 from __future__ import annotations
 
+import json
+import os
 from collections import deque
+from pathlib import Path
 
 __all__ = ["Scoreboard"]
 
@@ -60,3 +63,14 @@ class Scoreboard:
                 self.n_mismatches += len(q) - 1
                 q.clear()
         return self.n_mismatches
+
+
+def finish_case(case_id, result, problems, violations, mismatches, scoreboard):
+    """Write a case's result record (when COSIM_RESULT_DIR is set), then fail the cocotb test
+    on any problem, protocol violation or mismatch."""
+    out_dir = os.environ.get("COSIM_RESULT_DIR")
+    if out_dir:
+        Path(out_dir, f"{case_id}.json").write_text(json.dumps(result, indent=1))
+    assert not problems, "; ".join(problems)
+    assert not violations, violations[:5]
+    assert mismatches == 0, f"{mismatches} mismatches, first: {scoreboard.mismatches[:3]}"

@@ -408,3 +408,14 @@ def random_kv_case(params, *, seed, tokens=None, queries=2, t_q=None, name=None,
                   k_pos=np.moveaxis(kp, 0, 2), k_neg=np.moveaxis(kn, 0, 2),
                   q_pos=np.moveaxis(qp, 0, 2), q_neg=np.moveaxis(qn, 0, 2),
                   meta={"seed": int(seed)})
+
+
+def json_from_env(var):
+    """The JSON file named by environment variable ``var`` (how pytest hands a cocotb
+    process its cases), or None when unset or missing."""
+    import os
+
+    path = os.environ.get(var)
+    if not path or not Path(path).exists():
+        return None
+    return json.loads(Path(path).read_text())

@@ -20,11 +20,8 @@ Randomness (pauses) comes from ``random.Random(COCOTB_RANDOM_SEED + entry index)
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -38,22 +35,15 @@ from spikemllm.hw.params import HwParams
 from spikemllm.sw.events import EventLayout, pack_weight_rows
 
 from .bfm import StreamDriver, StreamSink, burst_pause, no_pause, random_pause, stream_ports
-from .scoreboard import Scoreboard
-from .stimulus import load_case
+from .scoreboard import Scoreboard, finish_case
+from .stimulus import json_from_env, load_case
 
 EVENT_FIELDS = ("index", "sign", "t", "last_in_step", "last_in_token", "empty", "modality")
 COUNTERS = ("CYCLES_BUSY", "EVENTS_IN", "EVENTS_OUT", "STALL_CYCLES", "TOKENS", "OUT_STALL_CYCLES")
 CLOCK_NS = 10
 
 
-def _manifest():
-    path = os.environ.get("COSIM_CASES")
-    if not path or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
-
-
-MANIFEST = _manifest()
+MANIFEST = json_from_env("COSIM_CASES")
 ENTRIES = MANIFEST["cases"] if MANIFEST else []
 
 
@@ -319,12 +309,7 @@ async def run_entry(dut, entry_index):
         "lanes": params.lanes,
         "in_features": n_in,
     }
-    out_dir = os.environ.get("COSIM_RESULT_DIR")
-    if out_dir:
-        Path(out_dir, f"{entry['id']}.json").write_text(json.dumps(result, indent=1))
-    assert not problems, "; ".join(problems)
-    assert not violations, violations[:5]
-    assert mismatches == 0, f"{mismatches} mismatches, first: {sb.mismatches[:3]}"
+    finish_case(entry['id'], result, problems, violations, mismatches, sb)
 
 
 @cocotb.test(skip=not ENTRIES)

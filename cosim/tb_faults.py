@@ -51,21 +51,14 @@ from spikemllm.sw.events import EventLayout, pack_weight_rows, spikes_to_events
 
 from .bfm import StreamDriver, StreamSink, burst_pause, no_pause, stream_ports
 from .scoreboard import Scoreboard
-from .stimulus import (EngineCase, KvCase, load_case, random_engine_case, random_kv_case,
-                       token_T)
+from .stimulus import (EngineCase, KvCase, json_from_env, load_case, random_engine_case,
+                       random_kv_case, token_T)
 from .tb_engine import (CLOCK_NS, COUNTERS, EVENT_FIELDS, ActivityMonitor, RegisterPort,
                         _acc_decoder, _event_decoder)
 from .tb_kv_cache import _mask
 
 
-def _config():
-    path = os.environ.get("COSIM_FAULTS")
-    if not path or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
-
-
-CONFIG = _config()
+CONFIG = json_from_env("COSIM_FAULTS")
 PARAMS = HwParams.from_dict(CONFIG["params"]) if CONFIG else None
 INJECT = set(CONFIG.get("inject") or []) if CONFIG else set()
 #: which parametrisation each injected wrong expectation breaks (one process runs them all)

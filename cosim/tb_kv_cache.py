@@ -16,11 +16,8 @@ One cocotb test per (case, traffic) entry of the ``COSIM_CASES`` manifest. Each 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,20 +30,13 @@ from spikemllm.hw.kv_cache import kv_cache_from_params
 from spikemllm.hw.params import HwParams
 
 from .bfm import StreamDriver, StreamSink, burst_pause, no_pause, random_pause, stream_ports
-from .scoreboard import Scoreboard
-from .stimulus import load_case
+from .scoreboard import Scoreboard, finish_case
+from .stimulus import json_from_env, load_case
 
 CLOCK_NS = 10
 
 
-def _manifest():
-    path = os.environ.get("COSIM_CASES")
-    if not path or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
-
-
-MANIFEST = _manifest()
+MANIFEST = json_from_env("COSIM_CASES")
 ENTRIES = MANIFEST["cases"] if MANIFEST else []
 
 
@@ -220,12 +210,7 @@ async def run_entry(dut, entry_index):
         "sim_cycles": sim_cycles,
         "sim_wall_s": wall,
     }
-    out_dir = os.environ.get("COSIM_RESULT_DIR")
-    if out_dir:
-        Path(out_dir, f"{entry['id']}.json").write_text(json.dumps(result, indent=1))
-    assert not problems, "; ".join(problems)
-    assert not violations, violations[:5]
-    assert mismatches == 0, f"{mismatches} mismatches, first: {sb.mismatches[:3]}"
+    finish_case(entry['id'], result, problems, violations, mismatches, sb)
 
 
 @cocotb.test(skip=not ENTRIES)
