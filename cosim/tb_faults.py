@@ -306,6 +306,18 @@ class EngineStream:
         return self.acc_sink.violations + self.ev_sink.violations
 
 
+async def _play(stream, words, n_acc, n_out, budget, what, problems, regs):
+    """Send ``words``, drain the expected outputs within ``budget`` cycles, stop the BFMs and
+    read the counters. Returns ``(sim_cycles, wall_seconds, hw_counters, tb_counters)``."""
+    t_wall, t0 = time.perf_counter(), get_sim_time("ns")
+    stream.drv.send(words)
+    await _bounded(stream.drain(n_acc, n_out), budget, what, problems)
+    sim_cycles = int((get_sim_time("ns") - t0) // CLOCK_NS)
+    wall = time.perf_counter() - t_wall
+    stream.stop()
+    return sim_cycles, wall, await _read_counters(regs), stream.tb_counters()
+
+
 async def _read_counters(regs):
     return {name: await regs.read(name) for name in COUNTERS}
 
@@ -460,15 +472,9 @@ async def engine_reset_mid_token(dut, point):
     zero_w = np.zeros_like(case.weights) if _injected("weights-lost-on-reset", point) else None
     n_acc, n_out = _expect_engine(sb2, case, weights=zero_w)
     s2 = EngineStream(dut, p, sb2, ev_pause=bp(), acc_pause=bp())
-    t_wall, t0 = time.perf_counter(), get_sim_time("ns")
-    s2.drv.send(words)
-    await _bounded(s2.drain(n_acc, n_out), _budget(len(words), n_out, case.n_tokens, 0.5),
-                   "stream after reset", problems)
-    sim_cycles = int((get_sim_time("ns") - t0) // CLOCK_NS)
-    wall = time.perf_counter() - t_wall
-    s2.stop()
-    hw = await _read_counters(regs)
-    tb = s2.tb_counters()
+    sim_cycles, wall, hw, tb = await _play(
+        s2, words, n_acc, n_out, _budget(len(words), n_out, case.n_tokens, 0.5),
+        "stream after reset", problems, regs)
     _compare_counters(hw, tb, problems)
     if s2.drv.sent != len(words):
         problems.append(f"sent {s2.drv.sent} of {len(words)} events after reset")
@@ -543,16 +549,10 @@ async def engine_backpressure_storm(dut, where):
             "o_acc": StallRunMonitor(dut.clk, dut.o_acc__valid, dut.o_acc__ready),
             "i_stream": StallRunMonitor(dut.clk, dut.i_stream__valid, dut.i_stream__ready)}
     words = EventLayout(p.in_max, p.t_max).pack(case.events).tolist()
-    t_wall, t0 = time.perf_counter(), get_sim_time("ns")
-    s.drv.send(words)
     worst_ready = CALM[0] / (STORM[1] + CALM[0])
     budget = _budget(len(words), n_out, case.n_tokens, worst_ready)
-    await _bounded(s.drain(n_acc, n_out), budget, "storm stream", problems)
-    sim_cycles = int((get_sim_time("ns") - t0) // CLOCK_NS)
-    wall = time.perf_counter() - t_wall
-    s.stop()
-    hw = await _read_counters(regs)
-    tb = s.tb_counters()
+    sim_cycles, wall, hw, tb = await _play(s, words, n_acc, n_out, budget, "storm stream",
+                                           problems, regs)
     if _injected("stall-count-off-by-one", where):   # self-test: a wrong expectation must fail
         tb["STALL_CYCLES"] += 1
     _compare_counters(hw, tb, problems)
@@ -666,15 +666,9 @@ async def engine_alternating_modality(dut, coding):
     await RisingEdge(dut.clk)
     s = EngineStream(dut, p, sb)
     words = EventLayout(p.in_max, p.t_max).pack(case.events).tolist()
-    t_wall, t0 = time.perf_counter(), get_sim_time("ns")
-    s.drv.send(words)
-    await _bounded(s.drain(n_acc, n_out), _budget(len(words), n_out, case.n_tokens),
-                   "alternating stream", problems)
-    sim_cycles = int((get_sim_time("ns") - t0) // CLOCK_NS)
-    wall = time.perf_counter() - t_wall
-    s.stop()
-    hw = await _read_counters(regs)
-    tb = s.tb_counters()
+    sim_cycles, wall, hw, tb = await _play(
+        s, words, n_acc, n_out, _budget(len(words), n_out, case.n_tokens),
+        "alternating stream", problems, regs)
     _compare_counters(hw, tb, problems)
     if s.drv.gap_cycles:
         problems.append(f"input gaps: {s.drv.gap_cycles}")
