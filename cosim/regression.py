@@ -210,7 +210,8 @@ def activity(runs):
     Schema of docs/synthesis.md. ``input_activity`` is the measured transition rate per bit
     and cycle of ``i_stream__payload`` over the busy window of the free-flowing runs; the ports
     that hold still during inference (configuration, weight loading, ready inputs held high)
-    get 0 in ``port_activity``. Internal registers are not visible to the testbench (only
+    get 0 in ``port_activity``, and so do the KV-cache ports (``k_*``, ``v_*``): these runs
+    are linear layers, whose testbench never drives them. Internal registers are not visible to the testbench (only
     ports are public), so ``register_activity`` stays null (OpenSTA propagates instead).
     """
     cases = [c for r in runs for c in r["cases"]
@@ -231,7 +232,7 @@ def activity(runs):
         "input_activity": rate,
         "port_activity": {"i_stream__payload": rate, "i_stream__valid": 0.0, "cfg_*": 0.0,
                           "w_stream__*": 0.0, "o_stream__ready": 0.0, "o_acc__ready": 0.0,
-                          "rst": 0.0},
+                          "k_*": 0.0, "v_*": 0.0, "rst": 0.0},
         "register_activity": None,
         "events_per_cycle": (ev / cyc) if cyc else None,
         "spike_density": (spikes / slots) if slots else None,

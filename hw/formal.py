@@ -129,6 +129,10 @@ class FiringHarness(_Harness):
     The mutant checks the closed form without saturation (must fail once a lane saturates).
     """
 
+    #: tokens accepted but not yet emitted, besides the one being emitted (the design holds
+    #: at most 3: one in the generator and two in its step FIFO; asserted)
+    QUEUE = 3
+
     def __init__(self, *, params, mutant=False):
         from .firing import TcLifFiring
         super().__init__(TcLifFiring(params=params), mutant=mutant)
@@ -152,26 +156,27 @@ class FiringHarness(_Harness):
         t_sel = Mux(i.payload.modality, dut.t_vision, dut.t_text)
         t_spec = Mux(t_sel == 0, 1, Mux(t_sel > p.t_max, p.t_max, t_sel))
 
-        active = Signal()
-        t_tok = Signal(range(p.t_max + 1))        # T of the token being emitted
-        modality = Signal()
+        # Tokens in flight, in order: slot 0 is the token being emitted, slots 1..QUEUE wait
+        # (the design computes ahead of its output). Each slot holds the token's closed
+        # form per lane: |q| (saturated and not) and sign(v).
+        def token(k):
+            return dict(
+                valid=Signal(name=f"tok{k}_valid"),
+                t_tok=Signal(range(p.t_max + 1), name=f"tok{k}_t"),
+                modality=Signal(name=f"tok{k}_modality"),
+                q_mag=[Signal(p.t_max, name=f"tok{k}_q_mag{n}") for n in range(lanes)],
+                q_unsat=[Signal(p.t_max, name=f"tok{k}_q_unsat{n}") for n in range(lanes)],
+                q_neg=Signal(lanes, name=f"tok{k}_q_neg"),
+                saturated=Signal(name=f"tok{k}_saturated"))
+        slots = [token(k) for k in range(self.QUEUE + 1)]
+        cur = slots[0]
+        active, t_tok, modality = cur["valid"], cur["t_tok"], cur["modality"]
+        q_mag, q_unsat, q_neg, saturated = (cur["q_mag"], cur["q_unsat"], cur["q_neg"],
+                                            cur["saturated"])
         step = Signal(range(p.t_max + 1))
         fired = Signal(lanes)                      # lanes that fired in this step
-        # the token's closed form, per lane: |q| (saturated) and sign(v)
-        q_mag = [Signal(p.t_max, name=f"q_mag{n}") for n in range(lanes)]
-        q_unsat = [Signal(p.t_max, name=f"q_unsat{n}") for n in range(lanes)]
-        q_neg = Signal(lanes)
-        saturated = Signal()
-        # the design is double-buffered: the next token's vector may be accepted while this
-        # one is emitted; its closed form waits here until this token's last event leaves
-        nxt_valid = Signal()
-        nxt_t_tok = Signal(range(p.t_max + 1))
-        nxt_modality = Signal()
-        nxt_q_mag = [Signal(p.t_max, name=f"nxt_q_mag{n}") for n in range(lanes)]
-        nxt_q_unsat = [Signal(p.t_max, name=f"nxt_q_unsat{n}") for n in range(lanes)]
-        nxt_q_neg = Signal(lanes)
-        nxt_saturated = Signal()
-        m.d.comb += Assert(~nxt_valid | active, "queued token without a token being emitted")
+        for a, b in zip(slots, slots[1:]):
+            m.d.comb += Assert(~b["valid"] | a["valid"], "token queue not contiguous")
 
         # The spikes of a lane are the binary digits of |q|, most significant first, each
         # with sign(v): step s fires lane n iff bit (T-1-s) of |q_n| is set. Checked per
@@ -205,29 +210,47 @@ class FiringHarness(_Harness):
             with m.If(ev.last_in_step):
                 m.d.comb += Assert((fired | this) == digit, "a closed-form digit did not fire")
 
-        with m.If(fire):
-            with m.If(ev.last_in_token):
-                # the queued token (if any) is emitted next
-                m.d.sync += [active.eq(nxt_valid), nxt_valid.eq(0), t_tok.eq(nxt_t_tok),
-                             modality.eq(nxt_modality), q_neg.eq(nxt_q_neg),
-                             saturated.eq(nxt_saturated), step.eq(0), fired.eq(0)]
-                m.d.sync += [a.eq(b) for a, b in zip(q_mag + q_unsat, nxt_q_mag + nxt_q_unsat)]
-                m.d.comb += Cover(saturated & (t_tok == p.t_max) & modality,
-                                  "saturated token with T = T_MAX, modality 1")
-                m.d.comb += Cover(~saturated & (t_tok > 1) & (q_mag[0] != 0) & q_neg[0],
-                                  "unsaturated token with T > 1, lane 0 negative")
-            with m.Elif(ev.last_in_step):
-                m.d.sync += [step.eq(step + 1), fired.eq(0)]
-            with m.Else():
-                m.d.sync += fired.eq(fired | this)
+        pop = Signal()                             # the emitted token's last event leaves
+        m.d.comb += pop.eq(fire & ev.last_in_token)
+        with m.If(pop):
+            m.d.comb += Cover(saturated & (t_tok == p.t_max) & modality,
+                              "saturated token with T = T_MAX, modality 1")
+            m.d.comb += Cover(~saturated & (t_tok > 1) & (q_mag[0] != 0) & q_neg[0],
+                              "unsaturated token with T > 1, lane 0 negative")
+            # the next token starts
+            m.d.sync += [step.eq(0), fired.eq(0)]
+        with m.Elif(fire & ev.last_in_step):
+            m.d.sync += [step.eq(step + 1), fired.eq(0)]
+        with m.Elif(fire):
+            m.d.sync += fired.eq(fired | this)
+        m.d.comb += Cover(slots[self.QUEUE]["valid"], "every queue slot in use")
 
-        # a new vector: the closed form, with a divider (this is the spec, not the design)
+        # the queue moves down one slot when a token ends
+        def copy(dst, src):
+            out = [dst["valid"].eq(src["valid"]), dst["t_tok"].eq(src["t_tok"]),
+                   dst["modality"].eq(src["modality"]), dst["q_neg"].eq(src["q_neg"]),
+                   dst["saturated"].eq(src["saturated"])]
+            out += [a.eq(b) for a, b in zip(dst["q_mag"] + dst["q_unsat"],
+                                            src["q_mag"] + src["q_unsat"])]
+            return out
+        with m.If(pop):
+            for a, b in zip(slots, slots[1:]):
+                m.d.sync += copy(a, b)
+            m.d.sync += slots[-1]["valid"].eq(0)
+
+        # a new vector: the closed form, with a divider (this is the spec, not the design),
+        # into the first free slot (after this cycle's move)
         with m.If(accept):
-            last_leaves = fire & ev.last_in_token
-            # at most two tokens in flight: the one emitted and one queued
-            m.d.comb += Assert(~nxt_valid | last_leaves, "vector accepted with a token queued")
-            qmax = Signal(p.t_max + 1)
-            m.d.comb += qmax.eq((Const(1, p.t_max + 1) << t_spec) - 1)
+            n_valid = sum(Cat(sl["valid"]).as_unsigned() for sl in slots)
+            where = Signal(range(self.QUEUE + 2))
+            m.d.comb += where.eq(n_valid - pop)
+            m.d.comb += Assert(where <= self.QUEUE, "more tokens in flight than the design holds")
+            new = token("new")
+            # saturation: q >= 2**T, i.e. u0 >= theta << T; then the closed form is
+            # floor(min(u0, (theta << T) - 1) / theta), a divider with only T_MAX quotient
+            # bits (the unsaturated q, for the mutant only, divides u0 itself)
+            top = Signal(p.theta_bits + p.t_max + 1)
+            m.d.comb += top.eq(dut.theta << t_spec)
             sat = []
             for n in range(lanes):
                 v = i.payload.acc[n]
@@ -235,24 +258,20 @@ class FiringHarness(_Harness):
                 m.d.comb += mag.eq(Mux(v < 0, -v, v))
                 u0 = Signal(p.acc_bits + 1 + p.frac_bits + 1, name=f"spec_u{n}")
                 m.d.comb += u0.eq((mag << p.frac_bits) + (dut.theta >> 1))
-                q = Signal(u0.shape(), name=f"spec_q{n}")
-                m.d.comb += q.eq(u0 // dut.theta)
-                sat.append(q > qmax)
-                spec_mag = Signal(p.t_max, name=f"spec_mag{n}")
-                m.d.comb += spec_mag.eq(Mux(q > qmax, qmax, q))
-                with m.If(~active | (last_leaves & ~nxt_valid)):
-                    m.d.sync += [q_mag[n].eq(spec_mag), q_unsat[n].eq(q), q_neg[n].eq(v < 0)]
-                with m.Else():
-                    m.d.sync += [nxt_q_mag[n].eq(spec_mag), nxt_q_unsat[n].eq(q),
-                                 nxt_q_neg[n].eq(v < 0)]
-            with m.If(~active | (last_leaves & ~nxt_valid)):
-                # emitted next (nothing in flight, or this token ends with none queued)
-                m.d.sync += [active.eq(1), t_tok.eq(t_spec), modality.eq(i.payload.modality),
-                             step.eq(0), fired.eq(0), saturated.eq(Cat(*sat).any())]
-            with m.Else():
-                m.d.sync += [nxt_valid.eq(1), nxt_t_tok.eq(t_spec),
-                             nxt_modality.eq(i.payload.modality),
-                             nxt_saturated.eq(Cat(*sat).any())]
+                sat.append(u0 >= top)
+                clamped = Signal(p.theta_bits + p.t_max, name=f"spec_clamped{n}")
+                m.d.comb += clamped.eq(Mux(sat[-1], top - 1, u0))
+                m.d.comb += [new["q_mag"][n].eq(clamped // dut.theta), new["q_neg"][n].eq(v < 0)]
+                if self.mutant:
+                    m.d.comb += new["q_unsat"][n].eq(u0 // dut.theta)
+            m.d.comb += [new["valid"].eq(1), new["t_tok"].eq(t_spec),
+                         new["modality"].eq(i.payload.modality),
+                         new["saturated"].eq(Cat(*sat).any())]
+            for k, sl in enumerate(slots):
+                with m.If(where == k):
+                    m.d.sync += copy(sl, new)
+                    if k == 0:
+                        m.d.sync += [step.eq(0), fired.eq(0)]
         return m
 
 
@@ -583,7 +602,7 @@ PROOFS = (
           "closed form per lane and token (spikes = binary digits of the saturated q, sign "
           "of v), ternary, fire_events order and fields, stream rules",
           lambda mutant: FiringHarness(params=_FIRING_P, mutant=mutant),
-          depth=13, cover_depth=13, mutant_fails="closed form"),
+          depth=11, cover_depth=11, mutant_fails="closed form"),
     Proof("pe_array", "TernaryAccumulatorArray", _describe(_PE_P),
           "no overflow: every vector equals a wide shadow of accumulate_events and the shadow "
           "stays within +-acc_bound; weights written at any time; stream rules",

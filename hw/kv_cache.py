@@ -8,11 +8,11 @@ and how this maps to SDLLM's spiked KV cache. The numerics reference is
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound", "popcount"]
+__all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
 
 
 def _clog2(n):
@@ -35,17 +35,65 @@ def score_bound(head_dim, t_q, t_kv):
     return head_dim * ((1 << t_q) - 1) * ((1 << t_kv) - 1)
 
 
-def popcount(value):
-    """Number of set bits of an Amaranth value, as a balanced adder tree (unsigned result)."""
-    terms = [value[i] for i in range(len(value))]
-    if not terms:
-        raise ValueError("popcount of a zero-width value")
-    while len(terms) > 1:
-        paired = [a + b for a, b in zip(terms[0::2], terms[1::2])]
-        if len(terms) % 2:
-            paired.append(terms[-1])
-        terms = paired
-    return terms[0]
+def _carry_save(m, cols, width, name):
+    """Wallace reduction of bit columns (``cols[i]`` holds 1-bit values of weight ``2**i``) to
+    at most two bits per column, with full adders (xor3/maj3 cells) and half adders. Returns
+    the two rows; their sum is the column sum modulo ``2**width``. Each level is a named
+    signal: every bit feeds both a sum and a carry, so nested expressions would be copied
+    once per use, doubling per level in the emitted netlist. The levels carry ``keep`` so that
+    ABC maps the full adders as built: left free it restructured the trees into slower logic
+    (the engine's sky130 fmax was 197 MHz without ``keep``, 208 MHz with it)."""
+    cols = [list(c) for c in cols[:width]]
+    level = 0
+    while any(len(c) > 2 for c in cols):
+        nxt = [[] for _ in range(len(cols) + 1)]
+        for i, col in enumerate(cols):
+            j = 0
+            while len(col) - j >= 3:
+                a, b, c = col[j:j + 3]
+                nxt[i].append(a ^ b ^ c)
+                nxt[i + 1].append((a & b) | (a & c) | (b & c))
+                j += 3
+            if len(col) > 2 and len(col) - j == 2:  # a half adder keeps every column shrinking
+                a, b = col[j:]
+                nxt[i].append(a ^ b)
+                nxt[i + 1].append(a & b)
+                j += 2
+            nxt[i].extend(col[j:])
+        nxt = nxt[:width]
+        flat = [bit for col in nxt for bit in col]
+        sig = Signal(len(flat), name=f"{name}_csa{level}", attrs={"keep": 1})
+        m.d.comb += sig.eq(Cat(*flat))
+        k = 0
+        cols = []
+        for col in nxt:
+            cols.append([sig[k + r] for r in range(len(col))])
+            k += len(col)
+        level += 1
+    rows = [Cat(*[c[r] if len(c) > r else Const(0, 1) for c in cols]) for r in (0, 1)]
+    return rows[0], rows[1]
+
+
+def _weighted_sum(m, terms, width, name):
+    """``sum(sign * value << shift)`` for ``(value, shift, sign)`` with unsigned values and
+    sign +1/-1, as a signed ``width``-bit value (the caller guarantees the sum fits). One
+    carry-save tree: a subtrahend enters as its complement plus a constant (``-v = ~v - (2**b
+    - 1)`` for b-bit v), all constants folded into one."""
+    cols = [[] for _ in range(width)]
+    const = 0
+    for value, shift, sign in terms:
+        bits = ~value if sign < 0 else value
+        if sign < 0:
+            const -= ((1 << len(value)) - 1) << shift
+        for k in range(len(value)):
+            if shift + k < width:
+                cols[shift + k].append(bits[k])
+    const %= 1 << width
+    for k in range(width):
+        if const >> k & 1:
+            cols[k].append(Const(1, 1))
+    x, y = _carry_save(m, cols, width, name)
+    return (x + y)[:width].as_signed()
 
 
 class SpikeKvCache(wiring.Component):
@@ -62,11 +110,13 @@ class SpikeKvCache(wiring.Component):
     ``{pos, neg}`` (``2 * head_dim`` bits, 128 for head_dim 64) per word at address
     ``(head * depth + slot) * t_kv + plane``. It has one write port (appends) and one
     synchronous read port shared by reads and the score unit, so it maps to a two-port
-    (1R1W) SRAM macro or FPGA block RAM; no memory is built from flip-flops.
+    (1R1W) SRAM macro or FPGA block RAM; no memory is built from flip-flops. The write port
+    is registered (address, data and enable come from flip-flops, one cycle after a plane is
+    presented); no walk can observe that lag (see docs/kv-cache.md).
 
     **Append** (``append_stream``). One beat ``{head, pos[t_kv], neg[t_kv]}`` is one token's
     vector for one head. It is written one plane per cycle and acknowledged (``ready``) in the
-    cycle its last plane is written, so an append takes ``append_cycles`` (= ``t_kv``) cycles;
+    cycle its last plane is presented, so an append takes ``append_cycles`` (= ``t_kv``) cycles;
     the count of that head rises by one at the end of that cycle. Each head fills
     independently. A beat for a full head (``count == depth``) is *refused*: it is taken in one
     cycle, not stored, and the sticky ``error`` flag is set; the same for ``head >= heads``.
@@ -98,6 +148,11 @@ class SpikeKvCache(wiring.Component):
     popcounts instead of four; there is no multiplier. One beat ``{score, token, empty,
     last}`` leaves per key, ``last`` on the final key; the key count is sampled when the query
     is accepted. A head with no keys answers one beat ``{score 0, empty 1, last 1}``.
+    The popcounts are carry-save trees of full adders; stage 1 registers each as two rows
+    and stage 2 folds all ``4 * t_q`` rows, weights and signs into ``term`` with one more
+    carry-save tree and a single adder. Operand isolation: the query register holds zeros
+    except from a query's acceptance until its last key plane has left stage 1 (an empty
+    head's query is not loaded), so reads and idle cycles do not toggle the trees.
     ``score_bits`` = ``score_bound(head_dim, t_q, t_kv).bit_length() + 1`` (signed), so no
     value of the accumulator, partial or final, can overflow.
 
@@ -107,8 +162,11 @@ class SpikeKvCache(wiring.Component):
     one every ``cycles_per_key`` = ``t_kv`` cycles (n keys: last score at ``t_kv + SCORE_PIPE
     + (n-1)*t_kv``); an empty head's beat comes ``EMPTY_LATENCY`` cycles after acceptance. The
     walker issues one plane read per cycle and takes its next request ``n*t_kv + 1`` cycles
-    after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head). A stalled
-    output (``ready`` low) freezes the walker pipeline (and the other output) without loss.
+    after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head). The
+    score pipeline is issue -> memory word and popcounts -> weighted sum -> Horner and the
+    output register. A stalled output (``ready`` low) freezes the walker and every stage (and
+    the other output) without loss; a read beat taken while a held score freezes the
+    pipeline leaves a bubble behind it.
 
     **Flags.** ``count[h]`` tokens stored for head h, ``full[h]`` = ``count[h] == depth``,
     ``error`` sticky. ``clear`` (one cycle or held) empties every head and clears ``error``;
@@ -159,8 +217,8 @@ class SpikeKvCache(wiring.Component):
     """
 
     READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
-    SCORE_PIPE = 3     # key planes: issue, memory -> popcount term, Horner -> output register
-    EMPTY_LATENCY = 4  # query for an empty head accepted in c -> its empty beat valid in c+4
+    SCORE_PIPE = 4     # key planes: issue, memory -> popcounts, weighted sum, Horner -> output
+    EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True):
         t_q = t_kv if t_q is None else t_q
@@ -324,17 +382,27 @@ class SpikeKvCache(wiring.Component):
         append_mid = a_plane != 0
         a_blocked = self.clear | (busy | accepting if ring else 0)
 
+        # The write port is registered: a plane lands one cycle after it is presented, so the
+        # memory's write enable (one pin per data bit) is driven by a flip-flop, not by the
+        # head/full decision. No walk can see the lag: it reads an appended plane at the
+        # earliest t_kv + 1 >= 2 cycles after it was presented (count rises at the ack).
+        wr_en = Signal()
+        wr_addr = Signal(range(self.mem_depth))
+        wr_data = Signal(self.word_layout)
+        m.d.comb += [wport.en.eq(wr_en), wport.addr.eq(wr_addr), wport.data.eq(wr_data)]
+        # address and data are don't-cares without wr_en: loaded every cycle, no enable mux
+        m.d.sync += [
+            wr_en.eq(0),
+            wr_addr.eq(addr(a_head, a_slot, a_plane)),
+            wr_data.pos.eq(ap.payload.pos[a_plane]),
+            wr_data.neg.eq(ap.payload.neg[a_plane]),
+        ]
         with m.If(ap.valid & ~a_blocked):
             with m.If(~a_head_ok | (a_full if not ring else 0)):
                 m.d.comb += ap.ready.eq(1)
                 m.d.sync += self.error.eq(1)
             with m.Else():
-                m.d.comb += [
-                    wport.en.eq(1),
-                    wport.addr.eq(addr(a_head, a_slot, a_plane)),
-                    wport.data.pos.eq(ap.payload.pos[a_plane]),
-                    wport.data.neg.eq(ap.payload.neg[a_plane]),
-                ]
+                m.d.sync += wr_en.eq(1)
                 with m.If(a_plane == T - 1):
                     m.d.comb += ap.ready.eq(1)
                     m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
@@ -370,6 +438,17 @@ class SpikeKvCache(wiring.Component):
         m.d.comb += r_sum.eq(base(r_head) + r_token)
         r_slot = Mux(r_sum >= D, r_sum - D, r_sum)
 
+        if S:
+            # Operand isolation: the query register holds zeros except from the acceptance of
+            # a query until its walk's last key plane has left stage 1, so the popcount trees
+            # see constant zeros (and do not toggle) during reads, empty heads and idle.
+            q_pos = Signal(data.ArrayLayout(unsigned(d), Tq))
+            q_neg = Signal(data.ArrayLayout(unsigned(d), Tq))
+            self._query_reg = (q_pos, q_neg)  # for the isolation test only
+            q_done = Signal()
+            with m.If(q_done):
+                m.d.sync += [q_pos.eq(0), q_neg.eq(0)]  # a query accepted now overrides this
+
         with m.If(can_accept & rq.valid):
             m.d.sync += [
                 busy.eq(1), w_score.eq(0), w_plane.eq(0), w_left.eq(1),
@@ -379,8 +458,6 @@ class SpikeKvCache(wiring.Component):
                 w_slot.eq(Mux(r_in_range, r_slot, 0)),
             ]
         if S:
-            q_pos = Signal(data.ArrayLayout(unsigned(d), Tq))
-            q_neg = Signal(data.ArrayLayout(unsigned(d), Tq))
             q_head = qs.payload.head
             q_head_ok = q_head < H
             q_n = Mux(q_head_ok, counts[q_head], 0)
@@ -390,10 +467,13 @@ class SpikeKvCache(wiring.Component):
                     w_key.eq(0), w_in_range.eq(1), w_empty.eq(q_n == 0),
                     w_head.eq(Mux(q_head_ok, q_head, 0)),
                     w_slot.eq(Mux(q_head_ok, base(q_head), 0)),
-                    q_pos.eq(qs.payload.pos), q_neg.eq(qs.payload.neg),
                 ]
+                # an empty head's walk keeps the zero query: its popcounts (and term) are 0
+                with m.If(q_n != 0):
+                    m.d.sync += [q_pos.eq(qs.payload.pos), q_neg.eq(qs.payload.neg)]
 
         # ---- stage 0: issue one plane read per cycle --------------------------------------
+        rd = self.read_data_stream
         issue = busy & ~stall
         last_plane = w_empty | (w_plane == T - 1)
         last_key = w_left <= 1
@@ -417,11 +497,12 @@ class SpikeKvCache(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += w_plane.eq(w_plane + 1)
-        with m.Elif(~stall):
+        with m.Elif(~stall | (rd.valid & rd.ready)):
+            # a read beat taken while a score stall freezes the pipeline leaves a bubble (the
+            # walker has already moved past it)
             m.d.sync += s1_valid.eq(0)
 
-        # ---- stage 1: memory word -> read beat, or -> popcount term ------------------------
-        rd = self.read_data_stream
+        # ---- stage 1: memory word -> read beat, or -> popcounts per query plane ------------
         m.d.comb += [
             rd.valid.eq(s1_valid & ~s1_score),
             rd.payload.pos.eq(Mux(s1_in_range, rport.data.pos, 0)),
@@ -433,51 +514,68 @@ class SpikeKvCache(wiring.Component):
         ]
 
         if S:
-            term_bits = (d * ((1 << Tq) - 1)).bit_length() + 1
             kp, kn = rport.data.pos, rport.data.neg
-            term = Signal(signed(term_bits))
-            plane_terms = []
+            m.d.comb += q_done.eq(~stall & s1_valid & s1_score & s1_last_plane & s1_last)
+            s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = (Signal() for _ in range(5))
+            s2_key = Signal(self.token_bits)
+            # popcounts in carry-save form (two rows, row sum = count); the carry-propagate
+            # adds move into stage 2's tree, keeping stage 1 to AND + full adders
+            pop_bits = d.bit_length()
+            s2_rows = []
+            with m.If(~stall):
+                m.d.sync += [
+                    s2_valid.eq(s1_valid & s1_score), s2_first.eq(s1_plane == 0),
+                    s2_last_plane.eq(s1_last_plane), s2_last.eq(s1_last), s2_empty.eq(s1_empty),
+                    s2_key.eq(s1_key),
+                ]
             for tq in range(Tq):
                 qp, qn = q_pos[tq], q_neg[tq]
                 # name the bit vectors first: slicing an expression would copy it per bit
                 agree_bits = Signal(d, name=f"agree_bits_{tq}")
                 oppose_bits = Signal(d, name=f"oppose_bits_{tq}")
-                agree = Signal(range(d + 1), name=f"agree_{tq}")
-                oppose = Signal(range(d + 1), name=f"oppose_{tq}")
                 m.d.comb += [agree_bits.eq((qp & kp) | (qn & kn)),
-                             oppose_bits.eq((qp & kn) | (qn & kp)),
-                             agree.eq(popcount(agree_bits)), oppose.eq(popcount(oppose_bits))]
-                plane_terms.append((agree - oppose) << (Tq - 1 - tq))
-            m.d.comb += term.eq(sum(plane_terms[1:], plane_terms[0]))
+                             oppose_bits.eq((qp & kn) | (qn & kp))]
+                for kind, bits, sign in (("agree", agree_bits, 1), ("oppose", oppose_bits, -1)):
+                    rows = _carry_save(m, [[bits[i] for i in range(d)]], pop_bits,
+                                       f"{kind}_{tq}")
+                    for r, row in enumerate(rows):
+                        reg = Signal(pop_bits, name=f"s2_{kind}_{tq}_{'xy'[r]}")
+                        with m.If(~stall):
+                            m.d.sync += reg.eq(row)
+                        s2_rows.append((reg, Tq - 1 - tq, sign))
 
-            s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = (Signal() for _ in range(5))
-            s2_term = Signal(signed(term_bits))
-            s2_key = Signal(self.token_bits)
+            # ---- stage 2: weighted sum of the popcounts -> term of this key plane ----------
+            # (an empty head's walk has a zero query: its popcounts and term are 0)
+            term_bits = (d * ((1 << Tq) - 1)).bit_length() + 1
+            term = _weighted_sum(m, s2_rows, term_bits, "term")
+            s3_valid, s3_first, s3_last_plane, s3_last, s3_empty = (Signal() for _ in range(5))
+            s3_term = Signal(signed(term_bits))
+            s3_key = Signal(self.token_bits)
             with m.If(~stall):
                 m.d.sync += [
-                    s2_valid.eq(s1_valid & s1_score), s2_first.eq(s1_plane == 0),
-                    s2_last_plane.eq(s1_last_plane), s2_last.eq(s1_last), s2_empty.eq(s1_empty),
-                    s2_key.eq(s1_key), s2_term.eq(Mux(s1_empty, 0, term)),
+                    s3_valid.eq(s2_valid), s3_first.eq(s2_first),
+                    s3_last_plane.eq(s2_last_plane), s3_last.eq(s2_last), s3_empty.eq(s2_empty),
+                    s3_key.eq(s2_key), s3_term.eq(term),
                 ]
 
-            # ---- stage 2: Horner over key planes, score output register --------------------
+            # ---- stage 3: Horner over key planes, score output register --------------------
             so = self.score_stream
             acc = Signal(signed(self.score_bits))
             acc_next = Signal(signed(self.score_bits))
-            m.d.comb += acc_next.eq(Mux(s2_first, 0, acc << 1) + s2_term)
+            m.d.comb += acc_next.eq(Mux(s3_first, 0, acc << 1) + s3_term)
             with m.If(so.ready):
                 m.d.sync += so.valid.eq(0)
-            with m.If(~stall & s2_valid):
+            with m.If(~stall & s3_valid):
                 m.d.sync += acc.eq(acc_next)
-                with m.If(s2_last_plane):
+                with m.If(s3_last_plane):
                     m.d.sync += [
-                        so.valid.eq(1), so.payload.score.eq(acc_next), so.payload.token.eq(s2_key),
-                        so.payload.empty.eq(s2_empty), so.payload.last.eq(s2_last),
+                        so.valid.eq(1), so.payload.score.eq(acc_next), so.payload.token.eq(s3_key),
+                        so.payload.empty.eq(s3_empty), so.payload.last.eq(s3_last),
                     ]
 
         # A held read beat or a full score register (with a score about to land) freezes the
-        # walker and both pipeline stages; the read port holds its data while en is low.
-        score_stall = (s2_valid & s2_last_plane & so.valid & ~so.ready) if S else 0
+        # walker and all pipeline stages; the read port holds its data while en is low.
+        score_stall = (s3_valid & s3_last_plane & so.valid & ~so.ready) if S else 0
         m.d.comb += stall.eq((s1_valid & ~s1_score & ~rd.ready) | score_stall)
 
         # ---- clear: empty every head (last, so it wins) ------------------------------------

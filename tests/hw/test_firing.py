@@ -5,6 +5,8 @@ import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
 from hwsim import Sink, Source, events_equal, run
 
 from spikemllm.hw.firing import TcLifFiring
@@ -73,26 +75,96 @@ def test_extremes():
             assert events_equal(got, ref)
 
 
-def test_throughput_and_latency():
+@pytest.mark.parametrize("kw", [
+    dict(lanes=2, w_bits=2, t_max=1, in_max=2, frac_bits=1, theta_bits=2),  # r in 2 parts
+    dict(lanes=8, w_bits=3, t_max=2, in_max=4, frac_bits=0, theta_bits=5),
+    dict(),                                                                 # the defaults
+], ids=["t_max1", "f0", "default"])
+def test_other_params(kw):
+    """Other widths (and so other splits of the remainder into parts), with the largest
+    |acc| of both signs and theta = 1, max and random."""
+    p = HwParams(**kw)
+    rng = np.random.default_rng(1)
+    b = p.acc_bits
+    for theta in (1, (1 << p.theta_bits) - 1, int(rng.integers(1, 1 << p.theta_bits))):
+        acc = rng.integers(-(1 << (b - 1)), 1 << (b - 1), size=(5, p.lanes))
+        acc[0], acc[1] = -(1 << (b - 1)), (1 << (b - 1)) - 1
+        mod = rng.integers(0, 2, len(acc))
+        got, ref, *_ = simulate(p, acc, mod, theta, p.t_max, max(1, p.t_max - 1), p_ready=0.7,
+                                seed=3)
+        assert events_equal(got, ref)
+
+
+@pytest.mark.parametrize("t_text, t_vision, zeros", [(4, 3, 0.0), (1, 1, 0.5), (1, 4, 0.3),
+                                                       (2, 1, 0.5)])
+def test_throughput_and_latency(t_text, t_vision, zeros):
     """One event per clock: with a ready sink, events leave on consecutive cycles across step
     and token ends, the first LATENCY cycles after the first vector is accepted, and each
-    token takes sum_t max(1, nnz_t) cycles."""
+    token takes sum_t max(1, nnz_t) cycles. Zero vectors (T empty steps, one cycle each) and
+    T = 1 need the generator to keep up at one step and one vector per clock."""
     rng = np.random.default_rng(5)
-    acc = rng.integers(-60, 61, size=(10, P.lanes))
-    mod = rng.integers(0, 2, 10)
-    got, ref, src, snk = simulate(P, acc, mod, 100, 4, 3)
+    n = 12
+    acc = rng.integers(-60, 61, size=(n, P.lanes))
+    acc[rng.random(n) < zeros] = 0
+    mod = rng.integers(0, 2, n)
+    got, ref, src, snk = simulate(P, acc, mod, 100, t_text, t_vision)
     assert events_equal(got, ref)
     c0 = src.accepted[0]
     assert snk.cycles == list(range(c0 + TcLifFiring.LATENCY, c0 + TcLifFiring.LATENCY + len(ref)))
-    # double-buffered: the next vector is accepted while the previous token is still being
-    # emitted, in the cycle the generator hands over that token's last step (the cycle its
-    # second-to-last step's last event leaves, or its first event for T = 1)
-    ends = [snk.cycles[i] for i in np.nonzero(ref["last_in_token"])[0]]
-    step_ends = [snk.cycles[i] for i in np.nonzero(ref["last_in_step"])[0]]
-    T = np.where(mod == 1, 3, 4)
-    handover = [step_ends[int(np.sum(T[:k + 1])) - 2] for k in range(len(T) - 1)]
-    assert src.accepted[1:] == handover
-    assert all(a < e for a, e in zip(src.accepted[1:], ends[:-1]))
+    T = np.where(mod == 1, t_vision, t_text)
+    # The generator runs ahead of the emitter by at most the step FIFO (2 steps): vector k
+    # is accepted in the cycle the generator pushes token k-1's last step (global step
+    # G = sum(T[:k]) - 1), while the emitter sends a step e (-1: none yet) with
+    # e < G <= e + 2, i.e. before token k-1's last step even reaches the emitter.
+    step_at = dict(zip(snk.cycles, np.cumsum(ref["last_in_step"]) - ref["last_in_step"]))
+    for k in range(1, n):
+        e = step_at.get(src.accepted[k], -1)
+        G = int(np.sum(T[:k])) - 1
+        assert e < G <= e + 2, (k, src.accepted[k], e, G)
+
+
+def test_input_ready_does_not_depend_on_output_ready():
+    """i_stream.ready comes from registered state only (o_stream.ready reaches no large
+    fan-out): in every cycle it is the same for o_stream.ready = 0 and 1."""
+    dut = TcLifFiring(params=P)
+    rng = np.random.default_rng(9)
+    words = [pack_acc_vector(P, a, m) for a, m in
+             zip(rng.integers(-100, 101, size=(30, P.lanes)), rng.integers(0, 2, 30))]
+    seen = set()
+
+    async def tb(ctx):
+        ctx.set(dut.theta, 40)
+        ctx.set(dut.t_text, 3)
+        ctx.set(dut.t_vision, 1)
+        pos = 0
+        held = False
+        for _ in range(2000):
+            if pos == len(words):
+                break
+            held = held or rng.random() < 0.8      # once valid, held until taken
+            ctx.set(dut.i_stream.valid, held)
+            ctx.set(dut.i_stream.payload.as_value(), words[pos])
+            ready = []
+            for r in (0, 1):
+                ctx.set(dut.o_stream.ready, r)
+                ready.append(ctx.get(dut.i_stream.ready))
+            assert ready[0] == ready[1]
+            seen.add(ready[0])
+            ctx.set(dut.o_stream.ready, int(rng.random() < 0.5))
+            if held and ctx.get(dut.i_stream.ready):
+                pos += 1
+                held = False
+            await ctx.tick()
+        assert pos == len(words)
+
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = ClockDomain("sync")
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen == {0, 1}
 
 
 def test_backpressure_holds_payload():
