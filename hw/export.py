@@ -67,18 +67,22 @@ def _kv_cache_factory():
     return kv_cache_from_params
 
 
-def build_tops(params: HwParams):
+def build_tops(params: HwParams, names=None):
     """The Verilog tops for ``params``: ``{"spike_engine": SpikeEngine, "spike_kv_cache": ...}``.
 
-    ``spike_kv_cache`` is present when :mod:`spikemllm.hw.kv_cache` is available.
+    ``spike_kv_cache`` is present when :mod:`spikemllm.hw.kv_cache` is available. ``names``
+    limits the result to those tops (components that are built and never elaborated make
+    Amaranth warn).
     """
     from .engine import SpikeEngine
 
     if not isinstance(params, HwParams):
         raise ValueError(f"params must be a HwParams, not {params!r}")
-    tops = {"spike_engine": SpikeEngine(params=params)}
+    tops = {}
+    if names is None or "spike_engine" in names:
+        tops["spike_engine"] = SpikeEngine(params=params)
     kv = _kv_cache_factory()
-    if kv is not None:
+    if kv is not None and (names is None or "spike_kv_cache" in names):
         tops["spike_kv_cache"] = kv(params)
     return tops
 

@@ -378,9 +378,7 @@ def build_designs(params, wanted=None):
         try:
             from .export import build_tops
 
-            for name, comp in build_tops(params).items():
-                if want is None or name in want:
-                    designs[name] = comp
+            designs.update(build_tops(params, want))
         except Exception as e:  # the tops are another block's work; report, don't crash
             errors["tops"] = f"{type(e).__name__}: {e}"
     if want is None or PE_ARRAY in want:

@@ -100,3 +100,12 @@ def test_invalid_params_object():
         build_tops({"lanes": 4})
     with pytest.raises(ValueError, match="params must be a HwParams"):
         write_verilog(None, "build/never")
+
+
+def test_build_tops_builds_only_the_named_tops():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert set(build_tops(SMALL, {"spike_kv_cache"})) == {"spike_kv_cache"}
+        assert set(build_tops(SMALL, {"spike_engine", "pe_array"})) == {"spike_engine"}
+        assert set(build_tops(SMALL)) == {"spike_engine", "spike_kv_cache"}
+        gc.collect()
