@@ -255,7 +255,7 @@ def main(argv=None):
                     help="prompt before decode (default 1024; 16 with --dry-run)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="decode batches")
     ap.add_argument("--new-tokens", type=int, nargs=2, default=None, metavar=("SHORT", "LONG"),
-                    help="short and long generation lengths (default 16 128; 2 6 with --dry-run)")
+                    help="short and long generation lengths (default 16 128; 2 18 with --dry-run)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5; 2 dry run)")
     ap.add_argument("--no-static-cache", action="store_true", help="skip static-cache decode")
     ap.add_argument("--no-graph", action="store_true", help="skip the graph floor")
@@ -277,7 +277,8 @@ def main(argv=None):
         cfg_kwargs["num_hidden_layers"] = a.layers
     prefill_lens = a.prefill_len or ([32] if dry else [1024])
     prompt_len = a.prompt_len or (16 if dry else 1024)
-    short, long = a.new_tokens or ((2, 6) if dry else (16, 128))
+    # dry run: a 16-token gap, so that the long-minus-short time stays positive on a loaded CPU
+    short, long = a.new_tokens or ((2, 18) if dry else (16, 128))
     reps = a.reps or (2 if dry else 5)
     if not 0 < short < long:
         ap.error(f"--new-tokens needs 0 < SHORT < LONG, not {short} {long}")
