@@ -211,8 +211,9 @@ def activity(runs):
     and cycle of ``i_stream__payload`` over the busy window of the free-flowing runs; the ports
     that hold still during inference (configuration, weight loading, ready inputs held high)
     get 0 in ``port_activity``, and so do the KV-cache ports (``k_*``, ``v_*``): these runs
-    are linear layers, whose testbench never drives them. Internal registers are not visible to the testbench (only
-    ports are public), so ``register_activity`` stays null (OpenSTA propagates instead).
+    are linear layers, whose testbench never drives them. Internal registers are not visible
+    to the testbench (only ports are public), so ``register_activity`` stays null (OpenSTA
+    propagates instead).
     """
     cases = [c for r in runs for c in r["cases"]
              if c["top"] == "spike_engine" and c["traffic"] == "free" and c.get("passed")]
