@@ -33,6 +33,7 @@ SCRIPTS = REPO_ROOT / "scripts" / "synth"
 BASELINE = "mac_baseline"
 ENGINE = "spike_engine"
 PE_ARRAY = "pe_array"  # the PE array alone: the like-for-like partner of the MAC lanes
+FIRING = "tc_lif_firing"  # the firing unit alone; only on request (it is inside the engine)
 SOP_DESIGNS = (ENGINE, PE_ARRAY)
 #: ABC maps logic against this fraction of the clock period. Its delay model (fixed 5 fF
 #: loads, inv_2 drivers) is optimistic next to OpenSTA's, so mapping at the full period left
@@ -110,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
     parser.add_argument("--designs", default=None,
                         help="comma-separated subset of the designs (spike_engine, "
-                             "spike_kv_cache, pe_array, mac_baseline; default all)")
+                             "spike_kv_cache, pe_array, mac_baseline; default all), or "
+                             "tc_lif_firing: the firing unit on its own, never by default")
     parser.add_argument("--liberty", default=None,
                         help="liberty file for sky130 (.lib or .lib.gz; default "
                              "../shared/pdk/sky130hd_tt.lib.gz when present)")
@@ -388,13 +390,17 @@ def build_designs(params, wanted=None):
             designs[PE_ARRAY] = TernaryAccumulatorArray(params=params)
         except Exception as e:
             errors[PE_ARRAY] = f"{type(e).__name__}: {e}"
+    if want is not None and FIRING in want:
+        from .firing import TcLifFiring
+
+        designs[FIRING] = TcLifFiring(params=params)
     if want is None or BASELINE in want:
         designs[BASELINE] = baseline_for(params)
     if want is not None:
         unknown = want - set(designs) - {ENGINE, "spike_kv_cache", PE_ARRAY}
         if unknown:
             raise ValueError(f"--designs: unknown design(s) {sorted(unknown)}; allowed: "
-                             f"{ENGINE}, spike_kv_cache, {PE_ARRAY}, {BASELINE}")
+                             f"{ENGINE}, spike_kv_cache, {PE_ARRAY}, {BASELINE}, {FIRING}")
     return designs, errors
 
 

@@ -120,6 +120,16 @@ def test_generic_smoke(tmp_path):
     assert not list(tmp_path.glob(".synth.tmp.*"))  # atomic: no temporary folder left
 
 
+def test_firing_unit_is_built_only_on_request():
+    params = S.make_params({"lanes": 2, "in_max": 16, "kv_depth": 4, "heads": 1,
+                            "head_dim": 4, "t_max": 2})
+    designs, errors = S.build_designs(params, [S.FIRING])
+    assert list(designs) == [S.FIRING] and not errors
+    assert designs[S.FIRING].params == params
+    designs, _ = S.build_designs(params)
+    assert S.FIRING not in designs and {S.ENGINE, S.PE_ARRAY, S.BASELINE} <= set(designs)
+
+
 @needs_yosys
 def test_generic_sweep_writes_table_and_plot(tmp_path):
     out = tmp_path / "sweep"
