@@ -343,7 +343,7 @@ RESET_POINTS = {
     "first-token": dict(token=0, frac=0.4, hold=2, bp=0.0, block=False),
     "mid-stream-backpressure": dict(token=3, frac=0.6, hold=2, bp=0.3, block=False),
     # everything in flight: token 0 stuck in the firing unit (o_stream valid, not ready),
-    # token 1 in the PE array's output register, token 2 half accumulated; rst 5 edges
+    # token 1 behind it in the pipeline, token 2 half accumulated; rst 5 edges
     "blocked-output-long-hold": dict(token=2, frac=0.5, hold=5, bp=0.3, block=True),
 }
 

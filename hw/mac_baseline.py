@@ -8,7 +8,7 @@ cycle, result per lane at ``last``) but each lane multiplies its weight by a den
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -33,8 +33,9 @@ class DenseMacLanes(wiring.Component):
 
     Each accepted input ``{index, activation, last}`` reads weight row ``index`` (one
     ``w_bits`` weight per lane, lane 0 at the LSB, as in ``pack_weight_rows``) and every lane
-    does ``acc += w * activation``. On ``last`` the accumulators are emitted on ``o_stream``
-    and cleared. Pipeline: weight read, registered product, accumulate.
+    does ``acc += w * activation``. On ``last`` the accumulators, which are ``o_stream``'s
+    payload, hold the result and the next input starts a new sum. Pipeline: weight read,
+    registered product, accumulate.
 
     Parameters
     ----------
@@ -132,17 +133,18 @@ class DenseMacLanes(wiring.Component):
                 w = rd.data[i * w_bits:(i + 1) * w_bits].as_signed()
                 m.d.sync += s2_prod[i].eq(w * s1_act)
 
-        # Stage 3: accumulate; on last emit acc + product and clear.
+        # Stage 3: accumulate. As in the PE array, o_stream.payload is the accumulators
+        # themselves (no output register): on last they hold the result, and the next
+        # input loads its product instead of adding.
         acc = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(lanes)]
+        fresh = Signal()
+        m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(~stall & s2_valid):
+            m.d.sync += fresh.eq(s2_last)
             with m.If(s2_last):
                 m.d.sync += self.o_stream.valid.eq(1)
-                for i in range(lanes):
-                    m.d.sync += [self.o_stream.payload[i].eq(acc[i] + s2_prod[i]),
-                                 acc[i].eq(0)]
-            with m.Else():
-                for i in range(lanes):
-                    m.d.sync += acc[i].eq(acc[i] + s2_prod[i])
+            for i in range(lanes):
+                m.d.sync += acc[i].eq(Mux(fresh, s2_prod[i], acc[i] + s2_prod[i]))
         return m

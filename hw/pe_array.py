@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,10 +27,12 @@ class TernaryAccumulatorArray(wiring.Component):
 
     Pipeline: the event is accepted in cycle c (the weight memory's synchronous read port
     takes ``index``), the row arrives and the lanes add in cycle c+1, and a token's vector is
-    in the output register, ``o_stream.valid`` high, in cycle c + LATENCY. The output
-    register holds one vector; only when it is still full (``o_stream.ready`` low) and a
-    second token ends does the array stall, holding that event and deasserting
-    ``i_stream.ready`` until the vector leaves, so nothing is lost.
+    on ``o_stream`` (``valid`` high) in cycle c + LATENCY. There is no separate output
+    register: ``o_stream.payload`` is the accumulators themselves, which hold the finished
+    vector, and the next token's first event loads ``+-w`` instead of adding. That halves
+    the flip-flops clocked per SOP. The next token's first event therefore waits (the array
+    holds it and deasserts ``i_stream.ready``) while the vector is still offered and
+    ``o_stream.ready`` is low, so nothing is lost; with a ready sink there are no bubbles.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
@@ -102,9 +104,10 @@ class TernaryAccumulatorArray(wiring.Component):
         in_token = Signal()  # events of an unfinished token were accepted
 
         o_valid = Signal()
+        fresh = Signal()  # the accumulators hold a finished vector: the next event loads
         stall = Signal()
         m.d.comb += [
-            stall.eq(s1_valid & s1_token_end & o_valid & ~self.o_stream.ready),
+            stall.eq(s1_valid & o_valid & ~self.o_stream.ready),
             self.i_stream.ready.eq(~stall),
             rd.addr.eq(self.i_stream.payload.index),
             rd.en.eq(~stall),
@@ -126,6 +129,8 @@ class TernaryAccumulatorArray(wiring.Component):
             with m.If(accept):
                 m.d.sync += in_token.eq(~ev.last_in_token)
 
+        modality = Signal()
+        m.d.comb += self.o_stream.payload.modality.eq(modality)
         accs = [Signal(signed(p.acc_bits), name=f"acc{lane}") for lane in range(p.lanes)]
         sums = []
         for lane, acc in enumerate(accs):
@@ -138,18 +143,19 @@ class TernaryAccumulatorArray(wiring.Component):
             with m.Else():
                 m.d.comb += add.eq(w)
             s = Signal(signed(p.acc_bits), name=f"sum{lane}")
-            m.d.comb += s.eq(acc + add)  # fits: |acc +- w| <= acc_bound (see HwParams)
+            # fits: |acc +- w| <= acc_bound (see HwParams). fresh selects after the adder,
+            # not at its input: its buffer tree (768 loads) then runs beside the carry chain.
+            m.d.comb += s.eq(Mux(fresh, add, acc + add))
             sums.append(s)
+            m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
         with m.If(o_valid & self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
         with m.If(s1_valid & ~stall):
+            m.d.sync += fresh.eq(s1_token_end)
             with m.If(s1_token_end):
-                m.d.sync += o_valid.eq(1)
-                m.d.sync += self.o_stream.payload.modality.eq(s1_modality)
-                for lane in range(p.lanes):
-                    m.d.sync += [self.o_stream.payload.acc[lane].eq(sums[lane]),
-                                 accs[lane].eq(0)]
+                m.d.sync += [o_valid.eq(1), modality.eq(s1_modality)]
+                m.d.sync += [acc.eq(s) for acc, s in zip(accs, sums)]
             with m.Elif(s1_step_end & self.horner):
                 m.d.sync += [acc.eq(s << 1) for acc, s in zip(accs, sums)]
             with m.Else():

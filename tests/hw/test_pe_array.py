@@ -107,6 +107,35 @@ def test_backpressure_stalls_without_loss():
     assert len(src.accepted) == len(ev)
 
 
+def test_finished_vector_holds_the_next_token():
+    """No output register: the accumulators are o_stream's payload. With o_stream never
+    ready, the finished vector stays offered and unchanged, and the array takes exactly one
+    event of the next token (into the read stage) and then holds it."""
+    rng = np.random.default_rng(11)
+    w, ev, _ = random_case(P, rng, 2, density=0.5, T=np.array([3, 2]))
+    n0 = int(np.nonzero(ev["last_in_token"])[0][0]) + 1
+    dut = TernaryAccumulatorArray(params=P)
+    wsrc = Source(dut.w_stream, weight_words(P, w))
+    words = [int(x) for x in E.EventLayout(P.in_max, P.t_max).pack(ev)]
+    src = Source(dut.i_stream, words, start=len(wsrc.words))
+    snk = Sink(dut.o_stream, p_ready=0.0)
+    end = len(wsrc.words) + len(words) + 30
+
+    async def setup(ctx):
+        ctx.set(dut.horner, 1)
+
+    _, watched = run(dut, [wsrc, src], [snk], setup=setup, until=lambda c: c >= end,
+                     watch=[dut.o_stream.valid, dut.o_stream.payload.as_value()])
+    assert len(src.accepted) == n0 + 1
+    ref = E.accumulate_events(ev, w)[0]
+    first = src.accepted[n0 - 1] + TernaryAccumulatorArray.LATENCY
+    held = watched[first:]
+    assert len(held) > 20 and all(v == 1 for v, _ in held)
+    assert {x for _, x in held} == {held[0][1]}
+    np.testing.assert_array_equal(unpack_acc_vector(P, held[0][1])[0], ref)
+    assert snk.words == []
+
+
 def test_extremes_reach_the_bound_without_overflow():
     """All spikes one sign, every step, every input, extreme weights, T = T_MAX and T = 1."""
     p = P
