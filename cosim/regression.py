@@ -213,7 +213,9 @@ def activity(runs):
     get 0 in ``port_activity``, and so do the KV-cache ports (``k_*``, ``v_*``): these runs
     are linear layers, whose testbench never drives them. Internal registers are not visible
     to the testbench (only ports are public), so ``register_activity`` stays null (OpenSTA
-    propagates instead).
+    propagates instead). ``mac_input_activity`` is the transition rate of the MAC baseline's
+    input payload if it took the same layers' activations as a dense INT stream (every
+    index of every token, zeros included; :func:`spikemllm.hw.mac_baseline.input_toggles`).
     """
     cases = [c for r in runs for c in r["cases"]
              if c["top"] == "spike_engine" and c["traffic"] == "free" and c.get("passed")]
@@ -227,6 +229,8 @@ def activity(runs):
     sources = sorted({_rel(c["source"].split("#")[0].replace("golden:", "")) for c in real})
     configs = sorted({c["config"] for c in real})
     rate = (toggles / bits) if bits else None
+    mac_toggles = sum(c.get("mac_input_toggles", 0) for c in real)
+    mac_bits = sum(c.get("mac_input_bit_cycles", 0) for c in real)
     return {
         "source": "spikemllm sim (cocotb + Verilator), free-flowing spike_engine runs on "
                   + (", ".join(sources) or "no run") + f" (configurations {', '.join(configs)})",
@@ -235,6 +239,7 @@ def activity(runs):
                           "w_stream__*": 0.0, "o_stream__ready": 0.0, "o_acc__ready": 0.0,
                           "k_*": 0.0, "v_*": 0.0, "rst": 0.0},
         "register_activity": None,
+        "mac_input_activity": (mac_toggles / mac_bits) if mac_bits else None,
         "events_per_cycle": (ev / cyc) if cyc else None,
         "spike_density": (spikes / slots) if slots else None,
         "cycles": cyc,

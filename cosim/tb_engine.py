@@ -32,7 +32,8 @@ from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeo
 
 from spikemllm.hw.engine import ENGINE_ID, REG
 from spikemllm.hw.params import HwParams
-from spikemllm.sw.events import EventLayout, pack_weight_rows
+from spikemllm.hw.mac_baseline import activation_bits, input_toggles
+from spikemllm.sw.events import EventLayout, events_to_counts, pack_weight_rows
 
 from .bfm import StreamDriver, StreamSink, burst_pause, no_pause, random_pause, stream_ports
 from .scoreboard import Scoreboard, finish_case
@@ -277,6 +278,9 @@ async def run_entry(dut, entry_index):
     mismatches = sb.finish()
     violations = acc_sink.violations + ev_sink.violations
 
+    mac_toggles, mac_bits = input_toggles(
+        events_to_counts(case.events, n_in, horner=case.horner),
+        a_bits=activation_bits(params.t_max), in_max=params.in_max)
     # firing rate of the input: spikes / (steps x inputs), steps counted from the stream itself
     nonempty = int(np.count_nonzero(case.events["empty"] == 0))
     slots = int(np.count_nonzero(case.events["last_in_step"])) * n_in
@@ -306,6 +310,9 @@ async def run_entry(dut, entry_index):
         "input_spike_slots": slots,
         "input_toggles": mon.toggles,
         "input_bit_cycles": mon.cycles * in_layout.width,
+        # the same activations as a dense INT stream, for the MAC baseline's power
+        "mac_input_toggles": mac_toggles,
+        "mac_input_bit_cycles": mac_bits,
         "lanes": params.lanes,
         "in_features": n_in,
     }

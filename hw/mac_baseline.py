@@ -8,17 +8,53 @@ cycle, result per lane at ``last``) but each lane multiplies its weight by a den
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DenseMacLanes", "default_acc_bits"]
+__all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles"]
 
 
 def default_acc_bits(*, w_bits, a_bits, in_max):
     """Accumulator width that cannot overflow: a full product plus log2(in_max) growth bits."""
     return w_bits + a_bits + max(1, (in_max - 1).bit_length())
+
+
+def activation_bits(t_max):
+    """A_BITS of the baseline for spikes of up to ``t_max`` steps: a tc-lif count
+    |q| <= 2**t_max - 1 plus its sign (at most 16)."""
+    return min(16, t_max + 1)
+
+
+def input_layout(*, a_bits, in_max):
+    """The lanes' input payload ``{index, activation, last}`` (LSB first)."""
+    return data.StructLayout({"index": unsigned(max(1, (in_max - 1).bit_length())),
+                              "activation": signed(a_bits), "last": 1})
+
+
+def input_toggles(counts, *, a_bits, in_max):
+    """Bit transitions on ``i_stream.payload`` when the dense activations ``counts`` (int
+    [tokens, in_features]) stream in, token by token in index order, one word per cycle as a
+    dense datapath takes them (zeros included). Returns ``(toggles, bit_cycles)``; their
+    ratio is the input activity for power estimation."""
+    q = np.asarray(counts, dtype=np.int64)
+    if q.ndim != 2 or q.shape[1] > in_max:
+        raise ValueError(f"counts must be [tokens, in_features <= {in_max}], not shape {q.shape}")
+    lim = 1 << (a_bits - 1)
+    if q.size and (q.min() < -lim or q.max() >= lim):
+        raise ValueError(f"counts must fit signed {a_bits} bits, not {q.min()}..{q.max()}")
+    layout = input_layout(a_bits=a_bits, in_max=in_max)
+    n_tok, n_in = q.shape
+    index = np.tile(np.arange(n_in, dtype=np.int64), n_tok)
+    last = (index == n_in - 1).astype(np.int64)
+    words = ((index << layout["index"].offset)
+             | ((q.reshape(-1) & ((1 << a_bits) - 1)) << layout["activation"].offset)
+             | (last << layout["last"].offset))
+    if len(words) < 2:
+        return 0, 0
+    return int(np.bitwise_count(words[1:] ^ words[:-1]).sum()), (len(words) - 1) * layout.size
 
 
 def _check_int(name, value, lo, hi=None):
@@ -54,7 +90,7 @@ class DenseMacLanes(wiring.Component):
     -------
     i_stream : In(stream.Signature(StructLayout{index, activation, last}))
         One MAC input per cycle.
-    i_weight : In(stream.Signature(StructLayout{addr, row}))
+    w_stream : In(stream.Signature(StructLayout{addr, row}))
         Weight memory writes (always ready).
     o_stream : Out(stream.Signature(ArrayLayout(signed(acc_bits), lanes)))
         Accumulators at ``last``.
@@ -80,14 +116,13 @@ class DenseMacLanes(wiring.Component):
         self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
         self.in_max, self.acc_bits = in_max, acc_bits
         index_shape = unsigned(max(1, (in_max - 1).bit_length()))
-        self.in_layout = data.StructLayout({
-            "index": index_shape, "activation": signed(a_bits), "last": 1})
+        self.in_layout = input_layout(a_bits=a_bits, in_max=in_max)
         self.weight_layout = data.StructLayout({
             "addr": index_shape, "row": unsigned(lanes * w_bits)})
         self.out_layout = data.ArrayLayout(signed(acc_bits), lanes)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
-            "i_weight": In(stream.Signature(self.weight_layout)),
+            "w_stream": In(stream.Signature(self.weight_layout)),
             "o_stream": Out(stream.Signature(self.out_layout)),
         })
 
@@ -101,10 +136,10 @@ class DenseMacLanes(wiring.Component):
         rd = weights.read_port(domain="sync")
 
         m.d.comb += [
-            self.i_weight.ready.eq(1),
-            wr.addr.eq(self.i_weight.payload.addr),
-            wr.data.eq(self.i_weight.payload.row),
-            wr.en.eq(self.i_weight.valid),
+            self.w_stream.ready.eq(1),
+            wr.addr.eq(self.w_stream.payload.addr),
+            wr.data.eq(self.w_stream.payload.row),
+            wr.en.eq(self.w_stream.valid),
         ]
 
         # One global stall: the output register is full and not taken.

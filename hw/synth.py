@@ -48,6 +48,7 @@ DEFAULT_ACTIVITY = {
     "input_activity": 0.2,
     "port_activity": {"rst": 0.0},
     "register_activity": None,
+    "mac_input_activity": None,
     "events_per_cycle": 1.0,
     "mac_ops_per_cycle": 1.0,
     "sram_reads_per_cycle": None,
@@ -85,7 +86,9 @@ accumulator width; A_BITS = T_MAX + 1) in the same run, with the ratios.
 
 Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.md):
   {"input_activity": 0.2, "port_activity": {"glob": a}, "register_activity": null,
-   "events_per_cycle": 1.0, "source": "..."}; without it a stated default is used.
+   "mac_input_activity": null, "events_per_cycle": 1.0, "source": "..."}; without it a
+  stated default is used. mac_input_activity is the baseline's own input rate (the same
+  activations as a dense stream); null gives it the spike engine's port activities.
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
@@ -193,6 +196,7 @@ def load_activity(path):
 
     num("input_activity", 0.0, 2.0)
     num("register_activity", 0.0, 2.0, allow_none=True)
+    num("mac_input_activity", 0.0, 2.0, allow_none=True)
     num("events_per_cycle", 1e-6, 1.0)
     num("mac_ops_per_cycle", 1e-6, 1.0)
     num("sram_reads_per_cycle", 0.0, 1.0, allow_none=True)
@@ -364,9 +368,9 @@ def make_params(overrides):
 def baseline_for(params):
     """The dense MAC baseline matching ``params``: A_BITS = T_MAX + 1 (a tc-lif count
     |q| <= 2**T_MAX - 1 plus sign), the engine's accumulator width and weight memory."""
-    from .mac_baseline import DenseMacLanes
+    from .mac_baseline import DenseMacLanes, activation_bits
 
-    a_bits = min(16, params.t_max + 1)
+    a_bits = activation_bits(params.t_max)
     acc_bits = max(params.acc_bits, params.w_bits + a_bits)
     return DenseMacLanes(lanes=params.lanes, w_bits=params.w_bits, a_bits=a_bits,
                          in_max=params.in_max, acc_bits=acc_bits)
@@ -587,6 +591,10 @@ def sta_script(top, lib, period_ns, act):
             lines.append(f"if {{[llength [get_ports -quiet {{{pattern}}}]]}} "
                          f"{{ set_power_activity -input_ports [get_ports {{{pattern}}}] "
                          f"-activity {a} }}")
+        if top == BASELINE and act.get("mac_input_activity") is not None:
+            # the baseline's own input: dense activations, not the spike events' payload
+            lines.append("set_power_activity -input_ports [get_ports {i_stream__payload}] "
+                         f"-activity {act['mac_input_activity']}")
     lines += ["report_checks -path_delay max -digits 3", "report_power -digits 6", "exit"]
     return "\n".join(lines) + "\n"
 
@@ -1054,7 +1062,9 @@ def render_markdown(rep):
     act = rep.get("activity", {})
     L += [f"Activity: {act.get('source')}. events/cycle = {act.get('events_per_cycle')}, "
           f"MACs/cycle (baseline) = {act.get('mac_ops_per_cycle')}, input activity = "
-          f"{act.get('input_activity')}, register activity = {act.get('register_activity')}.", ""]
+          f"{act.get('input_activity')}, baseline input activity = "
+          f"{act.get('mac_input_activity') or 'as input activity'}, register activity = "
+          f"{act.get('register_activity')}.", ""]
     tv = rep.get("tools", {})
     L += ["Tools: " + "; ".join(f"{k}: {v or 'absent'}" for k, v in tv.items()), ""]
     if rep.get("design_errors"):

@@ -25,7 +25,8 @@ from . import numerics as nx
 
 __all__ = [
     "MODALITY_TEXT", "MODALITY_VISION", "EVENT_DTYPE", "EventLayout",
-    "spikes_to_events", "events_to_spikes", "accumulate_events", "fire_events",
+    "spikes_to_events", "events_to_spikes", "events_to_counts", "accumulate_events",
+    "fire_events",
     "pack_weight_rows", "unpack_weight_rows",
 ]
 
@@ -149,18 +150,16 @@ def events_to_spikes(events, n_tokens, in_features, t_max):
     return s
 
 
-def accumulate_events(events, w, horner=True):
-    """What the PE array computes: per token, acc[o] over events, doubling at each step end.
+def events_to_counts(events, in_features, horner=True):
+    """The integer activations an event stream encodes: int64 [tokens, in_features].
 
-    Per event: acc += (-1)^sign * w[o, index] (nothing if ``empty``); if ``last_in_step`` and
-    not ``last_in_token`` and ``horner``: acc *= 2. At ``last_in_token`` the accumulators are
-    emitted and cleared. Returns int64 [tokens, out]. Vectorised: each event's weight is scaled
-    by 2**(number of later step ends in its token).
+    Each event's ``(-1)^sign`` is scaled by 2**(number of later step ends in its token) with
+    ``horner`` (tc-lif), by 1 without; ``empty`` events count 0. ``accumulate_events`` is
+    this matrix times the weights; a dense INT datapath would take it as its input.
     """
-    w = np.asarray(w, dtype=np.int64)
     ev = np.asarray(events)
     if len(ev) == 0:
-        return np.zeros((0, w.shape[0]), dtype=np.int64)
+        return np.zeros((0, in_features), dtype=np.int64)
     if not ev["last_in_token"][-1]:
         raise ValueError("the event stream must end with last_in_token")
     token_id = np.concatenate([[0], np.cumsum(ev["last_in_token"][:-1].astype(np.int64))])
@@ -178,11 +177,23 @@ def accumulate_events(events, w, horner=True):
         coef = sign.astype(np.int64) << later
     else:
         coef = sign.astype(np.int64)
-    acc = np.zeros((n_tokens, w.shape[0]), dtype=np.int64)
-    M = np.zeros((n_tokens, w.shape[1]), dtype=np.int64)
+    M = np.zeros((n_tokens, in_features), dtype=np.int64)
     np.add.at(M, (token_id, ev["index"].astype(np.int64)), coef)
-    acc += nx.exact_matmul(M, w.T)
-    return acc
+    return M
+
+
+def accumulate_events(events, w, horner=True):
+    """What the PE array computes: per token, acc[o] over events, doubling at each step end.
+
+    Per event: acc += (-1)^sign * w[o, index] (nothing if ``empty``); if ``last_in_step`` and
+    not ``last_in_token`` and ``horner``: acc *= 2. At ``last_in_token`` the accumulators are
+    emitted and cleared. Returns int64 [tokens, out]. Vectorised: the counts of
+    :func:`events_to_counts` times ``w``.
+    """
+    w = np.asarray(w, dtype=np.int64)
+    if len(events) == 0:
+        return np.zeros((0, w.shape[0]), dtype=np.int64)
+    return nx.exact_matmul(events_to_counts(events, w.shape[1], horner), w.T)
 
 
 def fire_events(acc, theta, frac_bits, T, modality=0):

@@ -40,6 +40,7 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     act = regression.activity([run])
     assert act["events_per_cycle"] == ev / cyc
     assert 0 < act["input_activity"] < 1 and 0 < act["spike_density"] < 1
+    assert 0 < act["mac_input_activity"] < 1
     try:
         from spikemllm.hw.synth import load_activity
     except ImportError:
@@ -49,6 +50,7 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     loaded = load_activity(path)
     assert loaded["input_activity"] == act["input_activity"]
     assert loaded["events_per_cycle"] == act["events_per_cycle"]
+    assert loaded["mac_input_activity"] == act["mac_input_activity"]
 
 
 def test_kv_cache_replays_real_attention_planes(cosim_builds, golden_export, tmp_path):

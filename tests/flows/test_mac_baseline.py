@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from spikemllm.hw.mac_baseline import DenseMacLanes, default_acc_bits
+from spikemllm.hw.mac_baseline import DenseMacLanes, default_acc_bits, input_layout, input_toggles
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -28,12 +28,12 @@ def simulate(weights, inputs, *, ready_pattern=None):
     n_expect = sum(1 for _, _, last in inputs if last)
 
     async def bench(ctx):
-        ctx.set(dut.i_weight.valid, 1)
+        ctx.set(dut.w_stream.valid, 1)
         for addr in range(IN_MAX):
-            ctx.set(dut.i_weight.payload, {"addr": addr,
+            ctx.set(dut.w_stream.payload, {"addr": addr,
                                            "row": _pack_row(weights[:, addr], W_BITS)})
             await ctx.tick()
-        ctx.set(dut.i_weight.valid, 0)
+        ctx.set(dut.w_stream.valid, 0)
         cycle, k = 0, 0
         while len(outs) < n_expect:
             ready = 1 if ready_pattern is None else ready_pattern(cycle)
@@ -124,3 +124,22 @@ def test_default_acc_bits_holds_the_worst_case():
     bits = default_acc_bits(w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)
     worst = IN_MAX * (1 << (W_BITS - 1)) * (1 << (A_BITS - 1))
     assert worst <= (1 << (bits - 1)) - 1
+
+
+def test_input_toggles_count_the_dense_stream_bit_by_bit():
+    """Two tokens of three inputs, in_max 4: index 2 bits, activation 4 bits, last 1 bit."""
+    q = np.array([[0, 1, -1], [3, 0, 0]])
+    L = input_layout(a_bits=4, in_max=4)
+    words = []
+    for tok in q:
+        for i, a in enumerate(tok):
+            words.append(i << L["index"].offset | (int(a) & 0xF) << L["activation"].offset
+                         | int(i == 2) << L["last"].offset)
+    want = sum(bin(a ^ b).count("1") for a, b in zip(words, words[1:]))
+    assert input_toggles(q, a_bits=4, in_max=4) == (want, 5 * L.size)
+    # the same counts packed as the hardware's payload: -1 is all ones in 4 bits
+    assert words[2] >> L["activation"].offset & 0xF == 0xF
+    with pytest.raises(ValueError, match="signed 4 bits"):
+        input_toggles(np.array([[8]]), a_bits=4, in_max=4)
+    with pytest.raises(ValueError, match="in_features"):
+        input_toggles(np.zeros((1, 5), int), a_bits=4, in_max=4)

@@ -41,6 +41,7 @@ def test_missing_liberty_is_a_clean_error(tmp_path, capsys):
 @pytest.mark.parametrize("content, match", [
     ("{not json", "not valid JSON"), ('{"events_per_cycle": 0}', "events_per_cycle"),
     ('{"input_activity": 3.5}', "input_activity"), ('{"port_activity": {"x": "hi"}}', "port_activity"),
+    ('{"mac_input_activity": -1}', "mac_input_activity"),
     ("[1, 2]", "JSON object"),
 ])
 def test_bad_activity_file(tmp_path, capsys, content, match):
@@ -63,6 +64,11 @@ def test_activity_file_overrides_defaults(tmp_path):
     assert "set_power_activity -input -activity 0.3" in tcl
     assert "-input_ports [get_ports {cfg_*}] -activity 0.0" in tcl
     assert "-global" not in tcl
+    # the baseline's own input activity applies to mac_baseline only
+    act["mac_input_activity"] = 0.41
+    mac_line = "-input_ports [get_ports {i_stream__payload}] -activity 0.41"
+    assert mac_line in S.sta_script(S.BASELINE, "lib.lib", 5.0, act)
+    assert mac_line not in S.sta_script("pe_array", "lib.lib", 5.0, act)
     act["register_activity"] = 0.15
     tcl = S.sta_script("top", "lib.lib", 5.0, act)
     assert "set_power_activity -global -activity 0.15" in tcl

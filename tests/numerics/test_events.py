@@ -26,6 +26,7 @@ def test_events_accumulate_to_integer_matmul(n, d, lanes, seed):
     w = rng.integers(-8, 8, size=(lanes, d))
     ev = E.spikes_to_events(spikes, T, modality=(T == 3).astype(int))
     assert np.array_equal(E.accumulate_events(ev, w), q @ w.T)
+    assert np.array_equal(E.events_to_counts(ev, d), q)  # the stream decodes to its counts
     assert np.array_equal(E.events_to_spikes(ev, n, d, spikes.shape[0]), spikes)
     # one event per non-zero spike, plus one placeholder per silent step
     silent = sum(int(not spikes[t, i].any()) for i in range(n) for t in range(T[i]))
@@ -56,6 +57,7 @@ def test_ternary_mode_accumulates_without_doubling():
     w = rng.integers(-7, 8, size=(4, 10))
     ev = E.spikes_to_events(nx.encode(q, "ternary", 4))
     assert np.array_equal(E.accumulate_events(ev, w, horner=False), q @ w.T)
+    assert np.array_equal(E.events_to_counts(ev, 10, horner=False), q)
 
 
 def test_layout_pack_unpack_round_trip_and_widths():
