@@ -170,16 +170,21 @@ class DenseMacLanes(wiring.Component):
 
         # Stage 3: accumulate. As in the PE array, o_stream.payload is the accumulators
         # themselves (no output register): on last they hold the result, and the next
-        # input loads its product instead of adding.
+        # input loads its product instead of adding. They load in every cycle with no
+        # enable mux: a cycle without an input (or stalled) adds 0, which holds the value.
         acc = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(lanes)]
         fresh = Signal()
+        step, first = Signal(), Signal()
+        m.d.comb += [step.eq(~stall & s2_valid), first.eq(step & fresh)]
         m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
-        with m.If(~stall & s2_valid):
+        with m.If(step):
             m.d.sync += fresh.eq(s2_last)
             with m.If(s2_last):
                 m.d.sync += self.o_stream.valid.eq(1)
-            for i in range(lanes):
-                m.d.sync += acc[i].eq(Mux(fresh, s2_prod[i], acc[i] + s2_prod[i]))
+        for i in range(lanes):
+            add = Signal(signed(prod_bits), name=f"add{i}")
+            m.d.comb += add.eq(Mux(step, s2_prod[i], 0))
+            m.d.sync += acc[i].eq(Mux(first, add, acc[i] + add))
         return m

@@ -30,7 +30,9 @@ class TernaryAccumulatorArray(wiring.Component):
     on ``o_stream`` (``valid`` high) in cycle c + LATENCY. There is no separate output
     register: ``o_stream.payload`` is the accumulators themselves, which hold the finished
     vector, and the next token's first event loads ``+-w`` instead of adding. That halves
-    the flip-flops clocked per SOP. The next token's first event therefore waits (the array
+    the flip-flops clocked per SOP. Nor do the accumulators have an enable: a cycle without
+    an event, or a stalled one, adds 0, which holds them (no hold mux per bit). The next
+    token's first event waits (the array
     holds it and deasserts ``i_stream.ready``) while the vector is still offered and
     ``o_stream.ready`` is low, so nothing is lost; with a ready sink there are no bubbles.
 
@@ -131,34 +133,40 @@ class TernaryAccumulatorArray(wiring.Component):
 
         modality = Signal()
         m.d.comb += self.o_stream.payload.modality.eq(modality)
+        # The accumulators load in every cycle, with no enable mux: a cycle without an event
+        # (or stalled) adds 0 and neither doubles nor restarts, which holds the value.
+        step = Signal()      # an event is processed this cycle
+        zero = Signal()      # its operand is 0 (no event, or an empty one)
+        first = Signal()     # it starts a new token: load instead of add
+        double = Signal()    # Horner step end
+        m.d.comb += [
+            step.eq(s1_valid & ~stall),
+            zero.eq(~step | s1_empty),
+            first.eq(step & fresh),
+            double.eq(step & s1_step_end & ~s1_token_end & self.horner),
+        ]
         accs = [Signal(signed(p.acc_bits), name=f"acc{lane}") for lane in range(p.lanes)]
-        sums = []
         for lane, acc in enumerate(accs):
             w = rd.data.word_select(lane, p.w_bits).as_signed()
             add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
-            with m.If(s1_empty):
+            with m.If(zero):
                 m.d.comb += add.eq(0)
             with m.Elif(s1_sign):
                 m.d.comb += add.eq(-w)
             with m.Else():
                 m.d.comb += add.eq(w)
             s = Signal(signed(p.acc_bits), name=f"sum{lane}")
-            # fits: |acc +- w| <= acc_bound (see HwParams). fresh selects after the adder,
+            # fits: |acc +- w| <= acc_bound (see HwParams). first selects after the adder,
             # not at its input: its buffer tree (768 loads) then runs beside the carry chain.
-            m.d.comb += s.eq(Mux(fresh, add, acc + add))
-            sums.append(s)
+            m.d.comb += s.eq(Mux(first, add, acc + add))
+            m.d.sync += acc.eq(Mux(double, s << 1, s))
             m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
         with m.If(o_valid & self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
-        with m.If(s1_valid & ~stall):
+        with m.If(step):
             m.d.sync += fresh.eq(s1_token_end)
             with m.If(s1_token_end):
                 m.d.sync += [o_valid.eq(1), modality.eq(s1_modality)]
-                m.d.sync += [acc.eq(s) for acc, s in zip(accs, sums)]
-            with m.Elif(s1_step_end & self.horner):
-                m.d.sync += [acc.eq(s << 1) for acc, s in zip(accs, sums)]
-            with m.Else():
-                m.d.sync += [acc.eq(s) for acc, s in zip(accs, sums)]
 
         return m
