@@ -237,6 +237,7 @@ def activity(runs):
         "input_activity": rate,
         "port_activity": {"i_stream__payload": rate, "i_stream__valid": 0.0, "cfg_*": 0.0,
                           "w_stream__*": 0.0, "o_stream__ready": 0.0, "o_acc__ready": 0.0,
+                          "horner": 0.0,
                           "k_*": 0.0, "v_*": 0.0, "rst": 0.0},
         "register_activity": None,
         "mac_input_activity": (mac_toggles / mac_bits) if mac_bits else None,

@@ -41,6 +41,8 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     assert act["events_per_cycle"] == ev / cyc
     assert 0 < act["input_activity"] < 1 and 0 < act["spike_density"] < 1
     assert 0 < act["mac_input_activity"] < 1
+    # configuration inputs hold still during inference
+    assert act["port_activity"]["cfg_*"] == act["port_activity"]["horner"] == 0.0
     try:
         from spikemllm.hw.synth import load_activity
     except ImportError:
