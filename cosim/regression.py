@@ -21,6 +21,7 @@ from .runner import build_top, run_cocotb
 from .stimulus import save_case
 
 __all__ = ["CONFIGS", "TRAFFIC", "ConfigBuild", "write_config_verilog", "build_config",
+           "register_activity",
            "run_cases", "summarise", "activity", "BUILD_ROOT"]
 
 BUILD_ROOT = REPO_ROOT / "build" / "cosim"
@@ -204,6 +205,40 @@ def _rel(path):
         return str(path)
 
 
+def register_activity(cases, params, log=print):
+    """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
+    on ``cases`` (golden engine cases that fit ``params``), measured in the Amaranth
+    simulator: the ``activity.json`` keys ``register_activity_by_design`` and
+    ``register_activity_source``. (:mod:`spikemllm.hw.register_activity`; OpenSTA starts
+    every register output from that rate.)"""
+    from spikemllm.hw import register_activity as RA
+
+    measures = {
+        "spike_engine": lambda c: RA.spike_engine_activity(params, c),
+        "pe_array": lambda c: RA.pe_array_activity(params, c.weights, c.events, horner=c.horner),
+        "mac_baseline": lambda c: RA.mac_baseline_activity(params, c.weights, c.events,
+                                                           horner=c.horner)}
+    tot = {d: [0, 0] for d in measures}
+    names = []
+    for case in cases:
+        case.check_fits(params)
+        names.append(case.name)
+        for design, fn in measures.items():
+            r = fn(case)
+            tot[design][0] += r["toggles"]
+            tot[design][1] += r["bits"] * r["cycles"]
+    rates = {d: t / b for d, (t, b) in tot.items() if b}
+    if rates:
+        log("  register activity (Amaranth simulator): "
+            + ", ".join(f"{d} {r:.3f}" for d, r in rates.items()))
+    return {"register_activity_by_design": rates,
+            "register_activity_source": (
+                "Amaranth simulator, every clocked register of each design (memories "
+                f"excluded; the engine's KV caches idle) on golden cases {', '.join(names) or 'none'} at lanes={params.lanes}, "
+                f"in_max={params.in_max}, t_max={params.t_max}, one input per cycle, output "
+                "always ready")}
+
+
 def activity(runs):
     """Switching activity measured on real (golden) traffic, for ``spikemllm synth --activity``.
 
@@ -212,8 +247,9 @@ def activity(runs):
     that hold still during inference (configuration, weight loading, ready inputs held high)
     get 0 in ``port_activity``, and so do the KV-cache ports (``k_*``, ``v_*``): these runs
     are linear layers, whose testbench never drives them. Internal registers are not visible
-    to the testbench (only ports are public), so ``register_activity`` stays null (OpenSTA
-    propagates instead). ``mac_input_activity`` is the transition rate of the MAC baseline's
+    to the testbench (only ports are public): ``register_activity`` (one rate for every net)
+    stays null, and :func:`register_activity` measures the registers in the Amaranth
+    simulator instead. ``mac_input_activity`` is the transition rate of the MAC baseline's
     input payload if it took the same layers' activations as a dense INT stream (every
     index of every token, zeros included; :func:`spikemllm.hw.mac_baseline.input_toggles`).
     """

@@ -31,7 +31,9 @@ Steps (each cached, so a second run only re-simulates):
 
 Writes build/sim/summary.json (tests passed/failed, events, cycles, events per cycle,
 Verilator cycles/s, build and run seconds, mismatches) and build/sim/activity.json (measured
-input toggle rate, spike density and events per cycle, for `spikemllm synth --activity`).
+input toggle rates, spike density, events per cycle, and the register toggle rates of
+spike_engine, pe_array and mac_baseline from the Amaranth simulator on the golden cases, for
+`spikemllm synth --activity`).
 Exit status 1 when any test fails or any output mismatches.
 
 Environment: COCOTB_RANDOM_SEED (default 1) fixes every random pause; WAVES=1 builds with
@@ -203,6 +205,7 @@ def _run(args, configs, seed, out, t_start, log):
         golden[Path(extra).name] = (Path(extra), g.kind)
 
     runs, builds = [], {}
+    golden_cases = []
     for ci, name in enumerate(configs):
         params = R.hw_params(name)
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")
@@ -213,6 +216,7 @@ def _run(args, configs, seed, out, t_start, log):
         for gname, (gdir, kind) in golden.items():
             if kind == "linear":
                 cases += golden_engine_cases(gdir, params, name=gname)
+        golden_cases += cases
         cases += corner_engine_cases(params, seed=seed)
         n_rand = 1 if args.quick else 3
         cases += [random_engine_case(params, seed=seed * 100 + k, n_tokens=6,
@@ -247,6 +251,15 @@ def _run(args, configs, seed, out, t_start, log):
                    runs=[{k: v for k, v in r.items() if k != "cases"} for r in runs],
                    cases=[c for r in runs for c in r["cases"]])
     act = R.activity(runs)
+    # register toggle rates at the synthesis defaults, on the golden cases that fit them
+    from spikemllm.hw.params import HwParams
+    synth_params = HwParams()
+    fit = [c for c in golden_cases if c.weights.shape[0] == synth_params.lanes
+           and c.weights.shape[1] <= synth_params.in_max
+           and int(c.events["t"].max(initial=0)) < synth_params.t_max]
+    log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
+        f"{len(fit)} golden case(s)")
+    act.update(R.register_activity(fit, synth_params, log=lambda m: log(m)))
     _write_json(out / "summary.json", summary)
     _write_json(out / "activity.json", act)
 

@@ -14,7 +14,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles"]
+__all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
+           "pack_inputs"]
 
 
 def default_acc_bits(*, w_bits, a_bits, in_max):
@@ -39,6 +40,16 @@ def input_toggles(counts, *, a_bits, in_max):
     [tokens, in_features]) stream in, token by token in index order, one word per cycle as a
     dense datapath takes them (zeros included). Returns ``(toggles, bit_cycles)``; their
     ratio is the input activity for power estimation."""
+    words = pack_inputs(counts, a_bits=a_bits, in_max=in_max)
+    if len(words) < 2:
+        return 0, 0
+    size = input_layout(a_bits=a_bits, in_max=in_max).size
+    return int(np.bitwise_count(words[1:] ^ words[:-1]).sum()), (len(words) - 1) * size
+
+
+def pack_inputs(counts, *, a_bits, in_max):
+    """The ``i_stream`` payload words (int64) that stream ``counts`` [tokens, in_features]
+    token by token in index order, ``last`` on each token's final index."""
     q = np.asarray(counts, dtype=np.int64)
     if q.ndim != 2 or q.shape[1] > in_max:
         raise ValueError(f"counts must be [tokens, in_features <= {in_max}], not shape {q.shape}")
@@ -49,12 +60,9 @@ def input_toggles(counts, *, a_bits, in_max):
     n_tok, n_in = q.shape
     index = np.tile(np.arange(n_in, dtype=np.int64), n_tok)
     last = (index == n_in - 1).astype(np.int64)
-    words = ((index << layout["index"].offset)
-             | ((q.reshape(-1) & ((1 << a_bits) - 1)) << layout["activation"].offset)
-             | (last << layout["last"].offset))
-    if len(words) < 2:
-        return 0, 0
-    return int(np.bitwise_count(words[1:] ^ words[:-1]).sum()), (len(words) - 1) * layout.size
+    return ((index << layout["index"].offset)
+            | ((q.reshape(-1) & ((1 << a_bits) - 1)) << layout["activation"].offset)
+            | (last << layout["last"].offset))
 
 
 def _check_int(name, value, lo, hi=None):

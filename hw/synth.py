@@ -48,6 +48,7 @@ DEFAULT_ACTIVITY = {
     "input_activity": 0.2,
     "port_activity": {"rst": 0.0},
     "register_activity": None,
+    "register_activity_by_design": {},
     "mac_input_activity": None,
     "events_per_cycle": 1.0,
     "mac_ops_per_cycle": 1.0,
@@ -86,9 +87,12 @@ accumulator width; A_BITS = T_MAX + 1) in the same run, with the ratios.
 
 Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.md):
   {"input_activity": 0.2, "port_activity": {"glob": a}, "register_activity": null,
-   "mac_input_activity": null, "events_per_cycle": 1.0, "source": "..."}; without it a
-  stated default is used. mac_input_activity is the baseline's own input rate (the same
-  activations as a dense stream); null gives it the spike engine's port activities.
+   "mac_input_activity": null, "register_activity_by_design": {"pe_array": r},
+   "events_per_cycle": 1.0, "source": "..."}; without it a stated default is used.
+  mac_input_activity is the baseline's own input rate (the same activations as a dense
+  stream); null gives it the spike engine's port activities. OpenSTA starts every register
+  output from one activity (-input); register_activity_by_design gives it per design (make
+  sim measures pe_array and mac_baseline), else it is input_activity.
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
@@ -207,6 +211,15 @@ def load_activity(path):
             and 0.0 <= v <= 2.0 for k, v in pa.items()):
         raise ValueError("--activity: port_activity must map port-name globs to numbers 0..2")
     act["port_activity"].update({k: float(v) for k, v in pa.items()})
+    ra = d.get("register_activity_by_design", {})
+    if ra is None:
+        ra = {}
+    if not isinstance(ra, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0.0 <= v <= 2.0 for k, v in ra.items()):
+        raise ValueError("--activity: register_activity_by_design must map design names to "
+                         "numbers 0..2")
+    act["register_activity_by_design"] = {k: float(v) for k, v in ra.items()}
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -586,7 +599,15 @@ def sta_script(top, lib, period_ns, act):
         # OpenSTA 2019: -global sets every net and disables propagation from the inputs.
         lines.append(f"set_power_activity -global -activity {act['register_activity']}")
     else:
-        lines.append(f"set_power_activity -input -activity {act['input_activity']}")
+        reg = act.get("register_activity_by_design", {}).get(top)
+        if reg is None:
+            lines.append(f"set_power_activity -input -activity {act['input_activity']}")
+        else:
+            # OpenSTA 2019 starts every register output from -input: give it this design's
+            # measured register rate, and every data input its own rate explicitly
+            lines += [f"set_power_activity -input -activity {reg}",
+                      "set_power_activity -input_ports [delete_from_list [all_inputs] "
+                      f"[get_ports clk]] -activity {act['input_activity']}"]
         for pattern, a in act.get("port_activity", {}).items():
             lines.append(f"if {{[llength [get_ports -quiet {{{pattern}}}]]}} "
                          f"{{ set_power_activity -input_ports [get_ports {{{pattern}}}] "
@@ -1064,7 +1085,8 @@ def render_markdown(rep):
           f"MACs/cycle (baseline) = {act.get('mac_ops_per_cycle')}, input activity = "
           f"{act.get('input_activity')}, baseline input activity = "
           f"{act.get('mac_input_activity') or 'as input activity'}, register activity = "
-          f"{act.get('register_activity')}.", ""]
+          f"{act.get('register_activity')}, measured register activity by design = "
+          f"{act.get('register_activity_by_design') or 'none (register outputs start from the input activity)'}.", ""]
     tv = rep.get("tools", {})
     L += ["Tools: " + "; ".join(f"{k}: {v or 'absent'}" for k, v in tv.items()), ""]
     if rep.get("design_errors"):

@@ -53,6 +53,15 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     assert loaded["input_activity"] == act["input_activity"]
     assert loaded["events_per_cycle"] == act["events_per_cycle"]
     assert loaded["mac_input_activity"] == act["mac_input_activity"]
+    if config == "lanes32":
+        # register toggle rates for synthesis, on the same real cases (Amaranth simulator)
+        from spikemllm.hw.params import HwParams
+        ra = regression.register_activity(cases, HwParams(), log=lambda m: None)
+        rates = ra["register_activity_by_design"]
+        assert set(rates) == {"spike_engine", "pe_array", "mac_baseline"}
+        assert all(0 < r < 1 for r in rates.values())
+        path.write_text(json.dumps({**act, **ra}))
+        assert load_activity(path)["register_activity_by_design"] == rates
 
 
 def test_kv_cache_replays_real_attention_planes(cosim_builds, golden_export, tmp_path):

@@ -42,6 +42,7 @@ def test_missing_liberty_is_a_clean_error(tmp_path, capsys):
     ("{not json", "not valid JSON"), ('{"events_per_cycle": 0}', "events_per_cycle"),
     ('{"input_activity": 3.5}', "input_activity"), ('{"port_activity": {"x": "hi"}}', "port_activity"),
     ('{"mac_input_activity": -1}', "mac_input_activity"),
+    ('{"register_activity_by_design": {"pe_array": 3}}', "register_activity_by_design"),
     ("[1, 2]", "JSON object"),
 ])
 def test_bad_activity_file(tmp_path, capsys, content, match):
@@ -69,6 +70,14 @@ def test_activity_file_overrides_defaults(tmp_path):
     mac_line = "-input_ports [get_ports {i_stream__payload}] -activity 0.41"
     assert mac_line in S.sta_script(S.BASELINE, "lib.lib", 5.0, act)
     assert mac_line not in S.sta_script("pe_array", "lib.lib", 5.0, act)
+    # a measured register rate replaces -input for that design; the inputs keep their rate
+    act["register_activity_by_design"] = {"pe_array": 0.11}
+    tcl = S.sta_script("pe_array", "lib.lib", 5.0, act)
+    assert "set_power_activity -input -activity 0.11" in tcl
+    assert ("-input_ports [delete_from_list [all_inputs] [get_ports clk]] -activity 0.3"
+            in tcl)
+    assert tcl.index("-activity 0.11") < tcl.index("{cfg_*}")  # globs still override
+    assert "set_power_activity -input -activity 0.3" in S.sta_script("top", "l.lib", 5.0, act)
     act["register_activity"] = 0.15
     tcl = S.sta_script("top", "lib.lib", 5.0, act)
     assert "set_power_activity -global -activity 0.15" in tcl
