@@ -150,7 +150,7 @@ class DenseMacLanes(wiring.Component):
             wr.en.eq(self.w_stream.valid),
         ]
 
-        # One global stall: the output register is full and not taken.
+        # One global stall: a finished vector is offered and not taken.
         stall = Signal()
         m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
         m.d.comb += self.i_stream.ready.eq(~stall)

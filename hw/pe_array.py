@@ -32,9 +32,9 @@ class TernaryAccumulatorArray(wiring.Component):
     vector, and the next token's first event loads ``+-w`` instead of adding. That halves
     the flip-flops clocked per SOP. Nor do the accumulators have an enable: a cycle without
     an event, or a stalled one, adds 0, which holds them (no hold mux per bit). The next
-    token's first event waits (the array
-    holds it and deasserts ``i_stream.ready``) while the vector is still offered and
-    ``o_stream.ready`` is low, so nothing is lost; with a ready sink there are no bubbles.
+    token's first event waits (the array holds it and deasserts ``i_stream.ready``) while
+    the vector is still offered and ``o_stream.ready`` is low, so nothing is lost; with a
+    ready sink there are no bubbles.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
