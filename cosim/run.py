@@ -190,6 +190,14 @@ def run(args) -> int:
         return 1
 
 
+def _fits(case, params):
+    try:
+        case.check_fits(params)
+    except ValueError:
+        return False
+    return True
+
+
 def _run(args, configs, seed, out, t_start, log):
     from . import regression as R
     from .stimulus import (corner_engine_cases, golden_engine_cases, golden_kv_case,
@@ -254,9 +262,7 @@ def _run(args, configs, seed, out, t_start, log):
     # register toggle rates at the synthesis defaults, on the golden cases that fit them
     from spikemllm.hw.params import HwParams
     synth_params = HwParams()
-    fit = [c for c in golden_cases if c.weights.shape[0] == synth_params.lanes
-           and c.weights.shape[1] <= synth_params.in_max
-           and int(c.events["t"].max(initial=0)) < synth_params.t_max]
+    fit = [c for c in golden_cases if _fits(c, synth_params)]
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
         f"{len(fit)} golden case(s)")
     act.update(R.register_activity(fit, synth_params, log=lambda m: log(m)))
