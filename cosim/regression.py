@@ -234,9 +234,9 @@ def register_activity(cases, params, log=print):
     return {"register_activity_by_design": rates,
             "register_activity_source": (
                 "Amaranth simulator, every clocked register of each design (memories "
-                f"excluded; the engine's KV caches idle) on golden cases {', '.join(names) or 'none'} at lanes={params.lanes}, "
-                f"in_max={params.in_max}, t_max={params.t_max}, one input per cycle, output "
-                "always ready")}
+                "excluded; the engine's KV caches idle) on golden cases "
+                f"{', '.join(names) or 'none'} at lanes={params.lanes}, in_max={params.in_max}, "
+                f"t_max={params.t_max}, one input per cycle, output always ready")}
 
 
 def activity(runs):

@@ -92,7 +92,7 @@ Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.m
   mac_input_activity is the baseline's own input rate (the same activations as a dense
   stream); null gives it the spike engine's port activities. OpenSTA starts every register
   output from one activity (-input); register_activity_by_design gives it per design (make
-  sim measures pe_array and mac_baseline), else it is input_activity.
+  sim measures spike_engine, pe_array and mac_baseline), else it is input_activity.
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
