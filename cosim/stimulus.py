@@ -88,6 +88,13 @@ class EngineCase:
     def T_out(self):
         return token_T(self.modality, self.t_text, self.t_vision)
 
+    def engine_config(self, tap=True):
+        """The SpikeEngine register values (name -> int) that run this case; ``tap`` sets
+        CTRL.acc_tap."""
+        return {"CTRL": (int(tap) << 1) | int(self.horner), "THETA": self.theta,
+                "T_TEXT": self.t_text, "T_VISION": self.t_vision,
+                "IN_FEATURES": self.weights.shape[1]}
+
     def expected_acc(self):
         """Reference accumulators int64 [tokens, lanes] (Horner for tc-lif input)."""
         return accumulate_events(self.events, self.weights, horner=self.horner)

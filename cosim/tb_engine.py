@@ -178,8 +178,7 @@ async def run_entry(dut, entry_index):
             problems.append(f"register {name} = {got:#x}, expected {want:#x}")
     n_in = case.weights.shape[1]
     tap = bool(case.meta.get("acc_tap", True))
-    config = {"CTRL": (int(tap) << 1) | int(case.horner), "THETA": case.theta, "T_TEXT": case.t_text,
-              "T_VISION": case.t_vision, "IN_FEATURES": n_in}
+    config = case.engine_config(tap)
     for name, value in config.items():
         await regs.write(name, value)
     for name, value in config.items():

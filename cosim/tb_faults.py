@@ -207,13 +207,8 @@ async def _start_engine(dut):
     return regs
 
 
-def _engine_config(case, tap=True):
-    return {"CTRL": (int(tap) << 1) | int(case.horner), "THETA": case.theta,
-            "T_TEXT": case.t_text, "T_VISION": case.t_vision, "IN_FEATURES": case.weights.shape[1]}
-
-
 async def _configure(regs, case, problems, tap=True):
-    config = _engine_config(case, tap)
+    config = case.engine_config(tap)
     for name, value in config.items():
         await regs.write(name, value)
     for name, value in config.items():
@@ -366,7 +361,7 @@ async def engine_reset_mid_token(dut, point):
     engine = SpikeEngine(params=p)
     if case.theta == engine.reset_values()["THETA"]:
         case.theta += 1
-    same = [k for k, v in _engine_config(case).items() if engine.reset_values()[k] == v]
+    same = [k for k, v in case.engine_config().items() if engine.reset_values()[k] == v]
     if same:
         problems.append(f"configuration equals the reset values in {same}: reset not observable")
     regs = await _start_engine(dut)
@@ -488,7 +483,7 @@ async def engine_reset_mid_token(dut, point):
               "o_stream_pending_at_reset": bool(out_pending_at_reset),
               "i_stream_stalled_at_reset": bool(in_stalled_at_reset),
               "events_in_snapshot_before_reset": events_in_seen,
-              "registers_configured": _engine_config(case),
+              "registers_configured": case.engine_config(),
               "registers_after_reset": after, "counters_after_reset": after_counters,
               "status_before_reset": pre_status, "status_after_reset": after_status,
               "kv_after_reset": after_kv, "kv_counts_before_reset": list(pre_kv),

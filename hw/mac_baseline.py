@@ -123,10 +123,9 @@ class DenseMacLanes(wiring.Component):
             raise
         self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
         self.in_max, self.acc_bits = in_max, acc_bits
-        index_shape = unsigned(max(1, (in_max - 1).bit_length()))
         self.in_layout = input_layout(a_bits=a_bits, in_max=in_max)
         self.weight_layout = data.StructLayout({
-            "addr": index_shape, "row": unsigned(lanes * w_bits)})
+            "addr": self.in_layout["index"].shape, "row": unsigned(lanes * w_bits)})
         self.out_layout = data.ArrayLayout(signed(acc_bits), lanes)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),

@@ -143,13 +143,13 @@ def mac_baseline_activity(params: HwParams, weights, events, *, horner=True, max
 
 def spike_engine_activity(params: HwParams, case, *, max_cycles=None):
     """The same for the whole :class:`SpikeEngine` (KV caches idle, as in a linear layer),
-    configured from ``case`` (a cosim ``EngineCase``: weights, events, theta, T, horner)."""
+    configured from ``case`` (a cosim ``EngineCase``: its weights, events and
+    ``engine_config(tap=False)``)."""
     from .engine import REG, SpikeEngine
 
     dut = SpikeEngine(params=params)
     words = [int(x) for x in EventLayout(params.in_max, params.t_max).pack(case.events)]
-    config = {"CTRL": int(case.horner), "THETA": case.theta, "T_TEXT": case.t_text,
-              "T_VISION": case.t_vision, "IN_FEATURES": case.weights.shape[1]}
+    config = case.engine_config(tap=False)
 
     async def setup(ctx):
         for name, value in config.items():
