@@ -22,6 +22,7 @@ from pathlib import Path
 
 from spikemllm.fsutil import replace_dir
 from .sram_model import SKY130_OPENRAM, SramMacro, sram_area_um2, sram_power_mw
+from .sta_power_check import check_internal_power, correct_power_groups
 from .tools import REPO_ROOT, find_tool, resolve_liberty, unpack_liberty
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "TARGETS", "DEFAULT_ACTIVITY",
@@ -664,6 +665,9 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
     out = {"liberty": str(liberty), "clock_mhz": clock_mhz, "sram_tech": SKY130_OPENRAM.to_dict(),
            "sta": "ok" if sta else "skipped: OpenSTA (sta) not found; no timing or power",
            "designs": {}}
+    if sta:
+        out["sta_internal_power_check"] = ipc = check_internal_power(sta, work)
+        _log(f"sky130: OpenSTA internal-power check: {ipc['note']}")
     try:
         for name, comp in designs.items():
             _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty) ...")
@@ -700,7 +704,8 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 if "slack_ns" not in rep or "power_mw" not in rep:
                     raise ToolError(f"could not parse OpenSTA output ({name}.sta.log)")
                 min_period = period_ns - rep["slack_ns"]
-                tot = rep["power_mw"]["total"]
+                groups = correct_power_groups(rep["power_mw"], ipc["scale"])
+                tot = groups["total"]
                 d["timing"] = {"clock_mhz": clock_mhz, "slack_ns": rep["slack_ns"],
                                "min_period_ns": min_period,
                                "startpoint": rep.get("startpoint_signal"),
@@ -711,7 +716,9 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                     d["fmax_mhz_with_sram_macro"] = min(d["fmax_mhz"], d["sram_fmax_limit_mhz"])
                 d["power_mw"] = {"leakage": tot["leakage"], "internal": tot["internal"],
                                  "switching": tot["switching"], "logic_total": tot["total"],
-                                 "groups": rep["power_mw"]}
+                                 "internal_as_reported_by_sta":
+                                     rep["power_mw"]["total"]["internal"],
+                                 "groups": groups}
                 # SRAM power: every read port reads at the op rate of this design.
                 ops = act["mac_ops_per_cycle"] if name == BASELINE else act["events_per_cycle"]
                 reads = ops if act.get("sram_reads_per_cycle") is None \
@@ -991,6 +998,22 @@ GOALS = (("sky130_fmax", "sky130 fmax of spike_engine (logic)", 200.0, "MHz"),
          ("ecp5_fmax", "ecp5 spike_engine fmax (default config fits)", 100.0, "MHz"))
 
 
+def _sram_bound_note(report, goal):
+    """Why a MAC/SOP ratio of ``goal`` is out of reach when the PE array's SRAM energy per SOP
+    alone exceeds 1/goal of the MAC lane's energy; "" otherwise."""
+    pe, mac = report.get("pe_array", {}), report.get("mac_baseline", {})
+    try:
+        sram = pe["energy_per_sop_pj"] - pe["energy_per_sop_logic_only_pj"]
+        limit = mac["energy_per_mac_pj"] / goal
+    except KeyError:
+        return ""
+    if sram <= limit:
+        return ""
+    return (f"out of reach with this SRAM: the weight memory alone costs {sram:.3g} pJ per SOP, "
+            f"more than 1/{goal:g} of the MAC lane's {mac['energy_per_mac_pj']:.3g} pJ "
+            f"({limit:.3g} pJ)")
+
+
 def check_goals(report):
     """[{goal, value, target, met, note}] for the issue's targets that this run measured."""
     got = {"sky130_fmax": report.get("fmax_mhz"),
@@ -1009,6 +1032,8 @@ def check_goals(report):
         if key == "ecp5_fmax" and ecp5.get("reduced"):
             note = "reduced configuration (the default does not fit)"
         met = v >= goal and not note
+        if key == "energy_ratio_pe_array" and not met:
+            note = _sram_bound_note(report, goal)
         out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,
                     "met": met, "shortfall": None if v >= goal else goal / v, "note": note})
     return out
@@ -1146,8 +1171,15 @@ def render_markdown(rep):
             if r.get("sta") != "ok":
                 L += [f"OpenSTA: {r.get('sta')}.", ""]
             L += [f"Liberty: `{r['liberty']}`; clock {r['clock_mhz']:g} MHz; SRAM model: "
-                  f"{r['sram_tech']['name']}.", "",
-                  "| design | logic um^2 | SRAM um^2 | std cells | fmax MHz | critical path | "
+                  f"{r['sram_tech']['name']}.", ""]
+            ipc = r.get("sta_internal_power_check")
+            if ipc:
+                L += [f"OpenSTA internal-power check (one flip-flop with known Liberty tables): "
+                      f"clock pin {ipc['clock_pin_factor']:g}x, output pin "
+                      f"{ipc['output_pin_factor']:g}x the Liberty value; {ipc['note']}."
+                      + (" `int mW` below is corrected." if ipc["scale"] not in (None, 1.0)
+                         else ""), ""]
+            L += ["| design | logic um^2 | SRAM um^2 | std cells | fmax MHz | critical path | "
                   "leak mW | int mW | sw mW | SRAM mW | total mW | pJ/op |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for n, d in r["designs"].items():

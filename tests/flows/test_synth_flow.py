@@ -180,6 +180,10 @@ def test_sky130_done_when_keys(tmp_path):
     assert rep["fmax_mhz"] == pytest.approx(1000 / (10.0 - eng["timing"]["slack_ns"]))
     pw = rep["power_mw"]
     assert pw["leakage"] > 0 and pw["internal"] > 0 and pw["switching"] > 0
+    # internal power is OpenSTA's, divided by the over-count its probe measured
+    scale = rep["targets"]["sky130"]["sta_internal_power_check"]["scale"]
+    assert eng["power_mw"]["internal"] == pytest.approx(
+        eng["power_mw"]["internal_as_reported_by_sta"] * scale)
     lanes, e = rep["params"]["lanes"], rep["activity"]["events_per_cycle"]
     assert rep["energy_per_sop_pj"] == pytest.approx(pw["total"] * 1e3 / (e * lanes * 100.0))
     assert rep["mac_baseline"]["energy_per_mac_pj"] > 0

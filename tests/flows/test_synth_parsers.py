@@ -209,6 +209,18 @@ def test_goals_report_shortfall_and_reduced_fpga_config():
     assert "energy_ratio_pe_array" not in goals  # not measured in this report
 
 
+@pytest.mark.parametrize("sram_pj, bounded", [(3.24, True), (1.0, False)])
+def test_pe_ratio_goal_says_when_the_sram_alone_rules_it_out(sram_pj, bounded):
+    rep = {"targets": {}, "mac_baseline": {"energy_per_mac_pj": 9.26},
+           "pe_array": {"energy_per_sop_pj": 1.58 + sram_pj, "energy_per_sop_logic_only_pj": 1.58,
+                        "mac_over_sop_energy_ratio": 9.26 / (1.58 + sram_pj)}}
+    g = {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio_pe_array"]
+    if bounded:  # 3.24 pJ of SRAM per SOP > 9.26 / 3
+        assert g["met"] is False and "3.24 pJ per SOP" in g["note"] and "3.09 pJ" in g["note"]
+    else:  # 2.58 pJ in all: the ratio 3.59 is met, and no note
+        assert g["met"] is True and g["note"] == ""
+
+
 def test_bram_estimate_tiles_per_part():
     mems = [{"depth": 4096, "width": 128, "read_ports": 1}]
     assert S.bram_estimate("ice40", mems) == 8 * 16  # 256 x 16 tiles
