@@ -10,16 +10,29 @@ read port), generated with OpenRAM and published in https://github.com/VLSIDA/sk
 - area: LEF ``sky130_sram_1kbyte_1rw1r_32x256_8.lef`` (commit 0178860d), ``SIZE 493.38 BY
   400.22`` um = 197,460 um^2 for 8,192 bits -> 24.10 um^2/bit (array plus periphery);
 - energy: liberty ``sky130_sram_1kbyte_1rw1r_32x256_8_TT_1p8V_25C.lib`` (commit 261a97b2,
-  TT, 1.8 V, 25 C; internal-power unit pF*V^2 = pJ per clock edge):
+  TT, 1.8 V, 25 C). OpenRAM writes the *average power in mW* of one clock cycle at the
+  characterisation period into the clock pin's ``rise_power`` (a cycle reading or writing 1)
+  and ``fall_power`` (reading or writing 0), not an energy per edge as Liberty defines it:
+  its characteriser measures ``.meas tran ... avg`` of V x I over the cycle and scales it by
+  1e3 (OpenRAM ``compiler/characterizer/delay.py``, ``power_measure`` "average power between
+  two time points"; ``lib.py`` ``add_clk_control_power``), the cycle being the minimum period
+  (``delay.analyze`` step 4), and its maintainer: "the power is in milliwatts" (OpenRAM issue
+  #118). One access therefore costs mean(rise, fall) mW x ``minimum_period`` 6.875 ns:
 
-  - read on port 1, ``clk1`` when ``!csb1``: 2.843456 (rise) + 2.581878 (fall) = 5.425 pJ
-    per 32-bit read -> 0.1695 pJ/bit;
-  - write on port 0, ``clk0`` when ``!csb0 & !web0``: 2.226912 + 2.371604 = 4.599 pJ per
-    32-bit write -> 0.1437 pJ/bit;
-  - deselected port clocked, ``clk1`` when ``csb1``: 1.071456 + 1.008020 = 2.079 pJ per
-    cycle -> 0.0650 pJ per word bit per idle port-cycle (the macro clock is not gated);
+  - read on port 1, ``clk1`` when ``!csb1``: mean(2.843456, 2.581878) = 2.712667 mW ->
+    18.65 pJ per 32-bit read -> 0.5828 pJ/bit;
+  - write on port 0, ``clk0`` when ``!csb0 & !web0``: mean(2.226912, 2.371604) mW -> 15.81 pJ
+    per 32-bit write -> 0.4940 pJ/bit;
+  - no access, ``clk1`` when ``csb1``: mean(1.071456, 1.008020) mW -> 7.148 pJ per cycle ->
+    0.2234 pJ per word bit per cycle (the macro clock is not gated). OpenRAM measures it with
+    every port deselected and clocked, and each access figure with the other port deselected
+    and clocked (``simulation.py``: ``add_noop_clock_one_port`` and ``add_read`` put a noop on
+    every other port), so idle is charged once per macro-cycle, not per port;
   - ``cell_leakage_power`` 0.0009117994 mW -> 0.1113 nW/bit;
   - ``minimum_period`` 6.875 ns (145.5 MHz): the macro's own clock limit.
+
+  (Read as Liberty energies, rise + fall pJ per cycle, the same numbers give 0.1695 pJ/bit
+  per read, 3.4x less; the flow used that reading until 2026-11-29.)
 
 Scaling assumptions (stated in docs/synthesis.md): area and leakage scale with the number of
 bits; access energy scales with the word width (a W-bit word is W/32 macros side by side);
@@ -54,19 +67,28 @@ class SramTech:
 
 _MACRO_BITS = 32 * 256
 _MACRO_AREA = 493.38 * 400.22
+_MACRO_PERIOD_NS = 6.875  # liberty minimum_period: OpenRAM's characterisation period
+_MACRO_WORD = 32
+
+
+def _access_pj_per_bit(power_1_mw, power_0_mw):
+    """OpenRAM liberty clock-pin (rise, fall) = average mW of a cycle accessing 1 / 0."""
+    return (power_1_mw + power_0_mw) / 2 * _MACRO_PERIOD_NS / _MACRO_WORD
+
 
 #: sky130 OpenRAM figures, from sky130_sram_1kbyte_1rw1r_32x256_8 (see module docstring).
 SKY130_OPENRAM = SramTech(
     name="sky130 OpenRAM (sky130_sram_1kbyte_1rw1r_32x256_8, TT 1.8 V 25 C)",
     area_um2_per_bit=_MACRO_AREA / _MACRO_BITS,
-    read_pj_per_bit=(2.843456 + 2.581878) / 32,
-    write_pj_per_bit=(2.226912 + 2.371604) / 32,
-    idle_pj_per_bit=(1.071456 + 1.008020) / 32,
+    read_pj_per_bit=_access_pj_per_bit(2.843456, 2.581878),
+    write_pj_per_bit=_access_pj_per_bit(2.226912, 2.371604),
+    idle_pj_per_bit=_access_pj_per_bit(1.071456, 1.008020),
     leakage_nw_per_bit=0.0009117994 * 1e6 / _MACRO_BITS,
-    min_period_ns=6.875,
+    min_period_ns=_MACRO_PERIOD_NS,
     source="VLSIDA/sky130_sram_macros sky130_sram_1kbyte_1rw1r_32x256_8: LEF SIZE 493.38 x "
-           "400.22 um (commit 0178860d); TT_1p8V_25C liberty clk internal_power and "
-           "cell_leakage_power (commit 261a97b2). Estimates, linear per-bit extrapolation.",
+           "400.22 um (commit 0178860d); TT_1p8V_25C liberty clk internal_power (OpenRAM's "
+           "average mW per cycle, x minimum_period 6.875 ns) and cell_leakage_power "
+           "(commit 261a97b2). Estimates, linear per-bit extrapolation.",
 )
 
 
@@ -110,12 +132,15 @@ def sram_area_um2(mem, tech=SKY130_OPENRAM):
 def sram_energy_pj(mem, *, reads, writes, cycles, tech=SKY130_OPENRAM):
     """Dynamic energy (pJ) of ``reads`` word reads and ``writes`` word writes over ``cycles``.
 
-    Every port-cycle without an access costs the idle (deselected, clock running) energy.
+    The macro's figures are whole-macro energies per cycle: OpenRAM clocks every port in every
+    cycle and deselects the ports it does not exercise, so its idle figure is the whole macro
+    with no access, and an access figure already holds the other ports' idle clocking. A
+    clocked cycle costs the idle energy, and each access adds its excess over idle: exact at
+    the characterised points, linear between them.
     """
-    port_cycles = (mem.read_ports + mem.write_ports) * cycles
-    idle = max(0.0, port_cycles - reads - writes)
-    return mem.width * (reads * tech.read_pj_per_bit + writes * tech.write_pj_per_bit
-                        + idle * tech.idle_pj_per_bit)
+    return mem.width * (cycles * tech.idle_pj_per_bit
+                        + reads * (tech.read_pj_per_bit - tech.idle_pj_per_bit)
+                        + writes * (tech.write_pj_per_bit - tech.idle_pj_per_bit))
 
 
 def sram_power_mw(mem, *, f_mhz, read_rate, write_rate=0.0, tech=SKY130_OPENRAM):

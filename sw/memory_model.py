@@ -24,26 +24,28 @@ DRAM (off-chip, holds the W4 weights and the KV cache)
 On-chip SRAM (weight memory of each engine, activation/event buffer)
 --------------------------------------------------------------------
 ``sky130``: the OpenRAM macro ``sky130_sram_1kbyte_1rw1r_32x256_8`` (VLSIDA/sky130_sram_macros,
-typical corner 1.8 V 25 C), the same macro and figures as the synthesis flow
-(``spikemllm.hw.sram_model.SKY130_OPENRAM``; a test keeps the two equal). One read/write and one
-read port, as the engine's weight memory needs (load while reading):
+typical corner 1.8 V 25 C), taken from the synthesis flow's model
+(``spikemllm.hw.sram_model.SKY130_OPENRAM``, whose docstring gives the derivation), so that the
+report and ``spikemllm synth`` charge the same figures. One read/write and one read port, as
+the engine's weight memory needs (load while reading):
 
-* read: ``clk1`` when ``!csb1``: 2.843456 + 2.581878 pJ per 32-bit read = 0.1695 pJ/bit;
-* write: ``clk0`` when ``!csb0 & !web0``: 2.226912 + 2.371604 pJ per 32-bit write = 0.1437 pJ/bit;
-* idle: a deselected port still clocked (``clk1`` when ``csb1``): 1.071456 + 1.008020 pJ per
-  cycle = 0.0650 pJ per word bit per idle port-cycle (the macro clock is not gated);
+* read 0.5828 pJ/bit, write 0.4940 pJ/bit, idle 0.2234 pJ per word bit per macro-cycle
+  without an access (the macro clock is not gated): OpenRAM's liberty gives the average power
+  in mW of a clock cycle, so one cycle costs mean(rise, fall) mW x the 6.875 ns
+  characterisation period. Each figure is the whole macro's, the other port idle;
 * area: LEF ``SIZE 493.38 BY 400.22`` um for 256 x 32 bits = 24.10 um^2/bit (incl. periphery);
 * leakage: ``cell_leakage_power 0.0009117994 mW`` per 8192-bit macro.
 
-Liberty internal power is energy per clock edge in pF*V^2 = pJ. Large memories are assumed to
-be tiled from such macros, so energy per bit does not grow with capacity (optimistic for very
-large buffers, whose wires would add energy). OpenRAM's characterisation is itself a SPICE
-estimate: order-of-magnitude figures, not sign-off data.
+Large memories are assumed to be tiled from such macros, so energy per bit does not grow with
+capacity (optimistic for very large buffers, whose wires would add energy). OpenRAM's
+characterisation is itself a SPICE estimate: order-of-magnitude figures, not sign-off data.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from spikemllm.hw.sram_model import SKY130_OPENRAM
 
 __all__ = [
     "DramSpec", "SramSpec", "DRAM", "SRAM", "dram", "sram",
@@ -91,7 +93,7 @@ class SramSpec:
     name: str
     read_pj_per_bit: float
     write_pj_per_bit: float
-    idle_pj_per_bit: float      # per word bit per clocked port-cycle without an access
+    idle_pj_per_bit: float      # per word bit per clocked macro-cycle without an access
     area_um2_per_bit: float
     leakage_mw_per_bit: float
     source: str
@@ -123,21 +125,17 @@ DRAM = {
     ),
 }
 
-_MACRO_BITS = 256 * 32
-SRAM = {
-    "sky130": SramSpec(
-        name="sky130",
-        read_pj_per_bit=(2.843456 + 2.581878) / 32,
-        write_pj_per_bit=(2.226912 + 2.371604) / 32,
-        idle_pj_per_bit=(1.071456 + 1.008020) / 32,
-        area_um2_per_bit=493.38 * 400.22 / _MACRO_BITS,
-        leakage_mw_per_bit=0.0009117994 / _MACRO_BITS,
-        source=("cited: OpenRAM macro sky130_sram_1kbyte_1rw1r_32x256_8 (VLSIDA/sky130_sram_macros), "
-                "TT 1.8 V 25 C liberty internal power (read 2.843+2.582 pJ, write 2.227+2.372 pJ, "
-                "idle port 1.071+1.008 pJ per 32-bit port-cycle), LEF SIZE 493.38 x 400.22 um, "
-                "cell_leakage_power 0.000912 mW; same figures as spikemllm.hw.sram_model"),
-    ),
-}
+
+def _sky130_sram():
+    t = SKY130_OPENRAM
+    return SramSpec(
+        name="sky130", read_pj_per_bit=t.read_pj_per_bit, write_pj_per_bit=t.write_pj_per_bit,
+        idle_pj_per_bit=t.idle_pj_per_bit, area_um2_per_bit=t.area_um2_per_bit,
+        leakage_mw_per_bit=t.leakage_nw_per_bit * 1e-6,
+        source="cited: " + t.source + " (spikemllm.hw.sram_model, as in spikemllm synth)")
+
+
+SRAM = {"sky130": _sky130_sram()}
 
 
 def dram(name):

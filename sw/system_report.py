@@ -459,7 +459,7 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
     n_tokens = sum(n for _, n in groups)
     f_hz = (hw.fmax_mhz if design == "spike" else hw.mac_fmax_mhz) * 1e6
     cycles = compute_ops = 0.0      # compute_ops: SOPs (spike) or MACs (dense), + firing
-    busy = row_rw = 0.0             # weight-memory port-cycles busy, rows read + written
+    busy = rows_read = rows_written = 0.0   # weight-memory cycles busy, rows read / written
     sops = macs = events = 0.0
     sram_read = sram_write = 0.0
     dram_w = dram_act = 0.0
@@ -519,7 +519,8 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
         dataflows[lin.name]["load_bound"] = loads * n > lin_busy
         cycles += lin_cycles * lin.count
         busy += tiles * per_tile * lin.count
-        row_rw += (lin_rows + loads * n * output_tiles(m, hw.lanes)) * lin.count
+        rows_read += lin_rows * lin.count
+        rows_written += loads * n * output_tiles(m, hw.lanes) * lin.count
         compute_ops += lin_ops * lin.count
         sram_read += lin_sram_r * lin.count
         # weights are written into the engines' weight memories once per load
@@ -551,11 +552,16 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
 
     e_op = hw.e_sop_pj if design == "spike" else hw.e_mac_pj
     compute_j = (compute_ops * e_op + att_macs * hw.e_mac_pj) * 1e-12
-    sram_access_j = mm.sram_energy_j(sram_read, sram_write, hw.sram)
-    # weight memories are 1rw1r macros with ungated clocks: while an engine computes, each of
-    # its two ports costs the idle energy in every cycle it does not read or write a row
-    idle_port_cycles = max(0.0, 2 * busy - row_rw)
-    sram_idle_j = idle_port_cycles * hw.lanes * hw.w_bits * hw.sram.idle_pj_per_bit * 1e-12
+    # The weight memories are macros with ungated clocks: while an engine computes, every
+    # cycle costs the macro's idle energy, and each row read or write adds its excess over
+    # idle (an access figure is the whole macro's cycle; see hw.sram_model.sram_energy_pj).
+    # The activation buffer pays full access energies.
+    row = hw.lanes * hw.w_bits
+    s = hw.sram
+    sram_access_j = (mm.sram_energy_j(sram_read - rows_read * row, sram_write - rows_written * row, s)
+                     + (rows_read * (s.read_pj_per_bit - s.idle_pj_per_bit)
+                        + rows_written * (s.write_pj_per_bit - s.idle_pj_per_bit)) * row * 1e-12)
+    sram_idle_j = busy * row * s.idle_pj_per_bit * 1e-12
     sram_j = sram_access_j + sram_idle_j
     dram_bits = dram_w + dram_act + dram_kv + dram_embed
     dram_j = mm.dram_energy_j(dram_bits, hw.dram)
@@ -583,6 +589,8 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
         "dram_bits": {"weights": dram_w, "activations": dram_act, "kv": dram_kv,
                       "embedding": dram_embed},
         "sram_bits": {"read": sram_read, "write": sram_write},
+        "weight_memory": {"busy_cycles": busy, "rows_read": rows_read,
+                          "rows_written": rows_written},
         "cycles": cycles + att_cycles,
         "area_mm2": area,
         "dataflow": dataflows,
@@ -1271,7 +1279,8 @@ def render_markdown(rep):
                      f"{_fmt(e['dram'])} | {_fmt(e['static'])} | {_fmt(r['j_per_token'])} | "
                      f"{r['bound']} |")
     L.append("")
-    L.append("SRAM includes the idle energy of the weight memories' ungated macro clocks: "
+    L.append("SRAM includes the idle energy of the weight memories' ungated macro clocks in "
+             "every busy cycle: "
              + ", ".join(f"{n} {_fmt(rep['accelerator'][n]['sram_idle_j'] / rep['accelerator'][n]['tokens'])}"
                          for n in REGIMES if rep["accelerator"].get(n)) + " J/token (spike).\n")
     sens = rep.get("sensitivity") or {}

@@ -7,6 +7,9 @@ from spikemllm.hw.sram_model import (SKY130_OPENRAM, SramMacro, sram_area_um2, s
 
 # The cited macro: sky130_sram_1kbyte_1rw1r_32x256_8 (one rw port used for writes, one r port).
 MACRO = SramMacro(name="ref", depth=256, width=32, read_ports=1, write_ports=1)
+# Its liberty clock-pin figures (OpenRAM: average mW of a cycle) x its 6.875 ns period, in pJ
+READ, WRITE, IDLE = ((a + b) / 2 * 6.875 for a, b in
+                     ((2.843456, 2.581878), (2.226912, 2.371604), (1.071456, 1.008020)))
 
 
 def test_area_reproduces_the_macro_lef_size():
@@ -16,18 +19,22 @@ def test_area_reproduces_the_macro_lef_size():
 
 def test_read_and_write_energy_reproduce_the_liberty():
     # One 32-bit read on port 1 with port 0 busy writing: both at their full liberty energy.
-    e = sram_energy_pj(MACRO, reads=1, writes=1, cycles=1)
-    assert e == pytest.approx((2.843456 + 2.581878) + (2.226912 + 2.371604))
-    # A read with the write port idle (deselected, clock running).
-    e = sram_energy_pj(MACRO, reads=1, writes=0, cycles=1)
-    assert e == pytest.approx((2.843456 + 2.581878) + (1.071456 + 1.008020))
+    assert READ == pytest.approx(18.6496, rel=1e-5)
+    # Each figure is the whole macro's cycle: a read with the write port idle is READ, a cycle
+    # with no access IDLE, and a read and a write in one cycle add their excess over idle.
+    assert sram_energy_pj(MACRO, reads=1, writes=0, cycles=1) == pytest.approx(READ)
+    assert sram_energy_pj(MACRO, reads=0, writes=1, cycles=1) == pytest.approx(WRITE)
+    assert sram_energy_pj(MACRO, reads=0, writes=0, cycles=1) == pytest.approx(IDLE)
+    assert sram_energy_pj(MACRO, reads=1, writes=1, cycles=1) == pytest.approx(READ + WRITE - IDLE)
+    # 10 cycles with 4 reads: 4 read cycles and 6 idle ones
+    assert sram_energy_pj(MACRO, reads=4, writes=0, cycles=10) == pytest.approx(4 * READ + 6 * IDLE)
 
 
 def test_leakage_and_units():
     p = sram_power_mw(MACRO, f_mhz=100.0, read_rate=1.0)
     assert p["leakage"] == pytest.approx(0.0009117994)  # the liberty's cell_leakage_power, mW
-    # 7.5047 pJ per cycle at 100 MHz = 0.75047 mW
-    assert p["dynamic"] == pytest.approx((2.843456 + 2.581878 + 1.071456 + 1.008020) * 0.1)
+    # 18.65 pJ per cycle at 100 MHz = 1.865 mW
+    assert p["dynamic"] == pytest.approx(READ * 0.1)
     assert p["total"] == pytest.approx(p["dynamic"] + p["leakage"])
 
 
