@@ -147,6 +147,8 @@ WORKLOADS = {
 }
 
 #: regime name -> (kind, batch)
+#: factors on every SRAM energy for the sensitivity rows of the report
+SRAM_ENERGY_SCALES = (0.5, 2.0)
 REGIMES = {"prefill": ("prefill", 1), "decode_b1": ("decode", 1), "decode_b8": ("decode", 8)}
 
 
@@ -1012,6 +1014,18 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             n: model_regime(shape, stats, hw_d, k, b, vision_tokens, text_tokens, context,
                             "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
 
+    # OpenRAM's power figures are uncalibrated SPICE estimates: the spike side at half and
+    # twice the SRAM energies (read, write and idle alike)
+    sens["sram_energy_scale"] = {}
+    for x in SRAM_ENERGY_SCALES:
+        s = hw.sram
+        hw_s = replace(hw, sram=replace(s, read_pj_per_bit=s.read_pj_per_bit * x,
+                                        write_pj_per_bit=s.write_pj_per_bit * x,
+                                        idle_pj_per_bit=s.idle_pj_per_bit * x))
+        sens["sram_energy_scale"][str(x)] = {
+            n: model_regime(shape, stats, hw_s, k, b, vision_tokens, text_tokens, context,
+                            "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
+
     params = shape.weight_params()
     floor = floor_j_per_token(params, hw.w_bits, dspec.pj_per_bit)
     lo, hi = (floor_j_per_token(params, hw.w_bits, x) for x in dspec.pj_per_bit_range)
@@ -1292,6 +1306,12 @@ def render_markdown(rep):
                      + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_j"].items()) + ".")
         for x, v in sens.get("dram_pj_per_bit", {}).items():
             L.append(f"- DRAM at {x} pJ/bit: " + ", ".join(f"{n} {_fmt(t)}" for n, t in v.items()) + ".")
+        fl = (rep.get("floor") or {}).get("decode_b1_j_per_token")
+        for x, v in sens.get("sram_energy_scale", {}).items():
+            mult = (f" (decode b1 {_fmt(1 / (v['decode_b1'] * fl))}x the floor)"
+                    if v.get("decode_b1") and fl else "")
+            L.append(f"- SRAM energies x{x} (OpenRAM's power figures are uncalibrated): "
+                     + ", ".join(f"{n} {_fmt(t)}" for n, t in v.items()) + mult + ".")
         L.append("")
     cr = rep["crossover_firing_rate"]
     L.append("## Crossover with the dense baseline\n")

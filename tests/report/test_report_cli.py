@@ -83,6 +83,9 @@ def test_measured_inputs_are_used_and_labelled(tmp_path):
     # no pe_array power in this file: the engine's dynamic share (1.9 of 2.0 mW) is used
     assert rep["inputs"]["e_sop_pj"]["value"] == pytest.approx(0.2 * 1.9 / 2.0)
     assert "engine_level_compute_energy" in rep["sensitivity"]
+    # more SRAM energy, fewer tokens per joule; the nominal model lies between the two
+    half, twice = (rep["sensitivity"]["sram_energy_scale"][k]["prefill"] for k in ("0.5", "2.0"))
+    assert half > rep["accelerator"]["prefill"]["tokens_per_j"] > twice
     assert rep["accelerator"]["decode_b1"] is None          # an encoder has no decode
     assert rep["accelerator"]["prefill"]["tokens"] == 128
     assert rep["gpu"] is None
