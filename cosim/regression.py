@@ -207,8 +207,9 @@ def _rel(path):
 
 def register_activity(cases, params, log=print):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
-    on ``cases`` (golden engine cases that fit ``params``), measured in the Amaranth
-    simulator: the ``activity.json`` keys ``register_activity_by_design`` and
+    on ``cases`` (golden engine cases that fit ``params``), and the reads per cycle of each of
+    their memories, measured in the Amaranth simulator: the ``activity.json`` keys
+    ``register_activity_by_design``, ``sram_reads_per_cycle_by_design`` and
     ``register_activity_source``. (:mod:`spikemllm.hw.register_activity`; OpenSTA starts
     every register output from that rate.)"""
     from spikemllm.hw import register_activity as RA
@@ -219,6 +220,8 @@ def register_activity(cases, params, log=print):
         "mac_baseline": lambda c: RA.mac_baseline_activity(params, c.weights, c.events,
                                                            horner=c.horner)}
     tot = {d: [0, 0] for d in measures}
+    reads = {d: {} for d in measures}
+    cycles = dict.fromkeys(measures, 0)
     names = []
     for case in cases:
         case.check_fits(params)
@@ -227,11 +230,19 @@ def register_activity(cases, params, log=print):
             r = fn(case)
             tot[design][0] += r["toggles"]
             tot[design][1] += r["bits"] * r["cycles"]
+            cycles[design] += r["cycles"]
+            for mem, n in r["memory_reads"].items():
+                reads[design][mem] = reads[design].get(mem, 0) + n
     rates = {d: t / b for d, (t, b) in tot.items() if b}
+    sram = {d: {mem: n / cycles[d] for mem, n in mems.items()}
+            for d, mems in reads.items() if cycles[d]}
     if rates:
         log("  register activity (Amaranth simulator): "
             + ", ".join(f"{d} {r:.3f}" for d, r in rates.items()))
+        log("  SRAM reads per cycle: " + "; ".join(
+            f"{d} " + ", ".join(f"{m} {v:.3f}" for m, v in mems.items()) for d, mems in sram.items()))
     return {"register_activity_by_design": rates,
+            "sram_reads_per_cycle_by_design": sram,
             "register_activity_source": (
                 "Amaranth simulator, every clocked register of each design (memories "
                 "excluded; the engine's KV caches idle) on golden cases "

@@ -4,8 +4,10 @@ OpenSTA 2.0.17 starts every register output from one activity (``set_power_activ
 -input``) and propagates from there; the cosim sees only ports. This module measures that
 figure per design: it streams a case through the RTL, one input per cycle with the output
 always ready, and counts the bit transitions of every register the design assigns in a
-clocked domain (memories excluded: synthesis replaces them by SRAM macros).
-``spikemllm sim`` writes the results to ``activity.json`` as ``register_activity_by_design``.
+clocked domain (memories excluded: synthesis replaces them by SRAM macros), and the cycles in
+which each memory's read ports are enabled (the SRAM macro reads in each such cycle).
+``spikemllm sim`` writes the results to ``activity.json`` as ``register_activity_by_design``
+and ``sram_reads_per_cycle_by_design``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from ..sw.events import EventLayout, events_to_counts, pack_weight_rows
 from .mac_baseline import pack_inputs
 from .params import HwParams
 
-__all__ = ["clocked_registers", "register_toggle_rate", "pe_array_activity",
-           "mac_baseline_activity", "spike_engine_activity"]
+__all__ = ["clocked_registers", "memory_read_enables", "register_toggle_rate",
+           "pe_array_activity", "mac_baseline_activity", "spike_engine_activity"]
 
 
 def clocked_registers(component):
@@ -45,6 +47,24 @@ def clocked_registers(component):
     return dict(sorted(found.values(), key=lambda kv: kv[0]))
 
 
+def memory_read_enables(component):
+    """The read-port enables of every memory of ``component``: ``{"path.name": [en, ...]}``,
+    named as Yosys names the memories (e.g. ``"k_cache.planes"``), sorted by path."""
+    found = {}
+
+    def walk(frag, prefix):
+        for sub, name, *_ in getattr(frag, "subfragments", []):
+            path = prefix + (name or "")
+            ports = getattr(sub, "_read_ports", None)
+            if ports is not None:   # a MemoryInstance
+                found[path] = [p._en for p in ports]
+            else:
+                walk(sub, path + "." if name else prefix)
+
+    walk(Fragment.get(component, None), "")
+    return dict(sorted(found.items()))
+
+
 def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=None):
     """Stream ``inputs`` through ``dut`` and measure its registers' transitions per bit-cycle.
 
@@ -53,8 +73,9 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
     held high. ``setup(ctx)`` sets configuration inputs before anything else. Toggles are
     counted from the first input's cycle until ``o_stream.valid`` has been low for 8 cycles
     after the last input (inputs after ``max_cycles`` are not sent). Returns ``{"rate",
-    "toggles", "bits", "cycles", "registers", "by_register"}`` (``by_register``: register
-    path -> toggles).
+    "toggles", "bits", "cycles", "registers", "by_register", "memory_reads"}``
+    (``by_register``: register path -> toggles; ``memory_reads``: memory path -> clock edges
+    with a read port enabled, summed over its read ports, from the first input's edge on).
     """
     top = Module()
     top.submodules.dut = dut
@@ -62,6 +83,8 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
     frag = Fragment.get(top, None)   # elaborated once: simulated and searched alike
     named = {k.removeprefix("dut."): v for k, v in clocked_registers(frag).items()}
     regs = list(named.values())
+    mems = {k.removeprefix("dut."): v for k, v in memory_read_enables(frag).items()}
+    enables = [en for ens in mems.values() for en in ens]
     masks = [(1 << len(r)) - 1 for r in regs]
     bits = sum(len(r) for r in regs)
     if max_cycles is not None:
@@ -82,14 +105,18 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
         await ctx.tick()
         prev, cycles, pos, idle = None, 0, 0, 0
         per_reg = [0] * len(regs)
+        per_en = [0] * len(enables)
         while pos < len(inputs) or idle < 8:
             offered = pos < len(inputs)
             ctx.set(dut.i_stream.valid, int(offered))
             if offered:
                 ctx.set(dut.i_stream.payload.as_value(), inputs[pos])
             _, _, taken, ready, out_valid, *vals = await ctx.tick().sample(  # clk, rst first
-                dut.i_stream.valid, dut.i_stream.ready, dut.o_stream.valid, *regs)
+                dut.i_stream.valid, dut.i_stream.ready, dut.o_stream.valid, *enables, *regs)
+            ens, vals = vals[:len(enables)], vals[len(enables):]
             vals = [v & m for v, m in zip(vals, masks)]
+            for k, e in enumerate(ens):   # the enable sampled at the edge that reads
+                per_en[k] += bool(e)
             if prev is not None:
                 for k, (a, b) in enumerate(zip(vals, prev)):
                     per_reg[k] += (a ^ b).bit_count()
@@ -99,15 +126,19 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
                 pos += 1
             # stop once the last output has left and the design is quiet
             idle = idle + 1 if pos >= len(inputs) and not out_valid else 0
-        out.update(per_reg=per_reg, cycles=cycles)
+        out.update(per_reg=per_reg, per_en=per_en, cycles=cycles)
 
     sim.add_testbench(bench)
     sim.run()
     toggles = sum(out["per_reg"])
     rate = toggles / (bits * out["cycles"]) if bits and out["cycles"] else None
+    reads, k = {}, 0
+    for path, ens in mems.items():
+        reads[path] = sum(out["per_en"][k:k + len(ens)])
+        k += len(ens)
     return {"rate": rate, "toggles": toggles, "bits": bits, "cycles": out["cycles"],
             "registers": len(regs),
-            "by_register": dict(zip(named, out["per_reg"]))}
+            "by_register": dict(zip(named, out["per_reg"])), "memory_reads": reads}
 
 
 def _weight_writes(params, weights, data_field):

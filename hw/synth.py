@@ -50,6 +50,7 @@ DEFAULT_ACTIVITY = {
     "port_activity": {"rst": 0.0},
     "register_activity": None,
     "register_activity_by_design": {},
+    "sram_reads_per_cycle_by_design": {},
     "mac_input_activity": None,
     "events_per_cycle": 1.0,
     "mac_ops_per_cycle": 1.0,
@@ -94,6 +95,9 @@ Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.m
   stream); null gives it the spike engine's port activities. OpenSTA starts every register
   output from one activity (-input); register_activity_by_design gives it per design (make
   sim measures spike_engine, pe_array and mac_baseline), else it is input_activity.
+  sram_reads_per_cycle_by_design {"design": {"memory": r}} gives each memory's reads per
+  cycle (make sim counts its read-enable cycles); else every read port reads at the
+  design's op rate (sram_reads_per_cycle overrides both).
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
@@ -221,6 +225,16 @@ def load_activity(path):
         raise ValueError("--activity: register_activity_by_design must map design names to "
                          "numbers 0..2")
     act["register_activity_by_design"] = {k: float(v) for k, v in ra.items()}
+    sr = d.get("sram_reads_per_cycle_by_design") or {}
+    if not isinstance(sr, dict) or not all(
+            isinstance(k, str) and isinstance(mems, dict) and all(
+                isinstance(m, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and 0.0 <= v <= 8.0 for m, v in mems.items())
+            for k, mems in sr.items()):
+        raise ValueError("--activity: sram_reads_per_cycle_by_design must map design names to "
+                         "{memory name: reads per cycle 0..8}")
+    act["sram_reads_per_cycle_by_design"] = {
+        k: {m: float(v) for m, v in mems.items()} for k, mems in sr.items()}
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -719,17 +733,15 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                                  "internal_as_reported_by_sta":
                                      rep["power_mw"]["total"]["internal"],
                                  "groups": groups}
-                # SRAM power: every read port reads at the op rate of this design.
                 ops = act["mac_ops_per_cycle"] if name == BASELINE else act["events_per_cycle"]
-                reads = ops if act.get("sram_reads_per_cycle") is None \
-                    else act["sram_reads_per_cycle"]
                 sram_dyn = sram_leak = 0.0
                 for m in d["memories"]:
                     macro = SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
                                       read_ports=m["read_ports"], write_ports=m["write_ports"])
-                    pw = sram_power_mw(macro, f_mhz=clock_mhz, read_rate=min(1.0, reads),
+                    reads, src = sram_read_rate(act, name, macro, ops)
+                    pw = sram_power_mw(macro, f_mhz=clock_mhz, read_rate=reads,
                                        write_rate=act["sram_writes_per_cycle"])
-                    m["power_mw"] = pw
+                    m.update(power_mw=pw, reads_per_port_cycle=reads, reads_source=src)
                     sram_dyn += pw["dynamic"]
                     sram_leak += pw["leakage"]
                 d["power_mw"]["sram_dynamic"] = sram_dyn
@@ -755,6 +767,20 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
         if not keep_liberty:
             (work / lib).unlink(missing_ok=True)
     return out
+
+
+def sram_read_rate(act, design, macro, ops):
+    """Reads per read-port cycle of memory ``macro`` in ``design``, and where it came from:
+    ``sram_reads_per_cycle`` when set; else the reads per cycle measured for that memory
+    (``sram_reads_per_cycle_by_design``, split over its read ports); else ``ops``, the
+    design's op rate. Capped at 1."""
+    if act.get("sram_reads_per_cycle") is not None:
+        return min(1.0, act["sram_reads_per_cycle"]), "sram_reads_per_cycle"
+    measured = act.get("sram_reads_per_cycle_by_design", {}).get(design, {})
+    if macro.name in measured:
+        return (min(1.0, measured[macro.name] / max(1, macro.read_ports)),
+                "measured (sram_reads_per_cycle_by_design)")
+    return min(1.0, ops), "the design's op rate"
 
 
 def _fpga_counts(arch, cells):
@@ -1111,7 +1137,9 @@ def render_markdown(rep):
           f"{act.get('input_activity')}, baseline input activity = "
           f"{act.get('mac_input_activity') or 'as input activity'}, register activity = "
           f"{act.get('register_activity')}, measured register activity by design = "
-          f"{act.get('register_activity_by_design') or 'none (register outputs start from the input activity)'}.", ""]
+          f"{act.get('register_activity_by_design') or 'none (register outputs start from the input activity)'}, "
+          f"measured SRAM reads per cycle = "
+          f"{act.get('sram_reads_per_cycle_by_design') or 'none (every read port at the op rate)'}.", ""]
     tv = rep.get("tools", {})
     L += ["Tools: " + "; ".join(f"{k}: {v or 'absent'}" for k, v in tv.items()), ""]
     if rep.get("design_errors"):
@@ -1197,12 +1225,16 @@ def render_markdown(rep):
             mems = [(n, m) for n, d in r["designs"].items() for m in d["memories"]]
             if mems:
                 L += ["", "Memories (blackboxed, costed with the SRAM model):", "",
-                      "| design | memory | depth x width | ports r/w | bits | area um^2 |",
-                      "|---|---|---|---|---|---|"]
+                      "| design | memory | depth x width | ports r/w | bits | area um^2 | "
+                      "reads per port-cycle | mW |",
+                      "|---|---|---|---|---|---|---|---|"]
                 for n, m in mems:
+                    rd = (f"{m['reads_per_port_cycle']:.3g} ({m['reads_source']})"
+                          if "reads_per_port_cycle" in m else "—")
                     L.append(f"| {n} | {m['name']} | {m['depth']} x {m['width']} | "
                              f"{m['read_ports']}/{m['write_ports']} | {m['bits']} | "
-                             f"{m['area_um2']:.0f} |")
+                             f"{m['area_um2']:.0f} | {rd} | "
+                             f"{_f(m.get('power_mw', {}).get('total'), '{:.3g}')} |")
         else:
             L += [f"Part: {r.get('part')}."]
             if r.get("reduced"):

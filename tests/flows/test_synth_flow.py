@@ -83,6 +83,25 @@ def test_activity_file_overrides_defaults(tmp_path):
     assert "set_power_activity -global -activity 0.15" in tcl
 
 
+def test_measured_sram_reads_per_memory(tmp_path):
+    f = tmp_path / "act.json"
+    f.write_text(json.dumps({"events_per_cycle": 0.9, "sram_reads_per_cycle_by_design": {
+        "spike_engine": {"pe.weights": 1.0, "k_cache.planes": 0.0}}}))
+    act = S.load_activity(f)
+    pe = SramMacro(name="pe.weights", depth=16, width=8)
+    kv = SramMacro(name="k_cache.planes", depth=16, width=8)
+    other = SramMacro(name="x", depth=16, width=8)
+    assert S.sram_read_rate(act, "spike_engine", pe, 0.9) == (1.0, "measured (sram_reads_per_cycle_by_design)")
+    assert S.sram_read_rate(act, "spike_engine", kv, 0.9)[0] == 0.0
+    assert S.sram_read_rate(act, "spike_engine", other, 0.9) == (0.9, "the design's op rate")
+    assert S.sram_read_rate(act, "pe_array", pe, 0.9)[0] == 0.9   # measured for another design
+    act["sram_reads_per_cycle"] = 0.5                              # the explicit override wins
+    assert S.sram_read_rate(act, "spike_engine", kv, 0.9) == (0.5, "sram_reads_per_cycle")
+    f.write_text(json.dumps({"sram_reads_per_cycle_by_design": {"spike_engine": 0.3}}))
+    with pytest.raises(ValueError, match="sram_reads_per_cycle_by_design"):
+        S.load_activity(f)
+
+
 def test_default_activity_is_stated():
     act = S.load_activity(None)
     assert act["from_file"] is None and "default" in act["source"]

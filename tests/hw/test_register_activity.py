@@ -76,3 +76,18 @@ def test_engine_registers_idle_kv_caches_do_not_toggle():
     assert len(kv) > 20 and all(r["by_register"][n] == 0 for n in kv)
     assert r["by_register"]["pe.acc0"] > 0
     assert 0 < r["rate"] < 1
+    # the idle KV memories are never read; the weight memory at least once per event
+    assert set(r["memory_reads"]) == {"k_cache.planes", "pe.weights", "v_cache.planes"}
+    assert r["memory_reads"]["k_cache.planes"] == r["memory_reads"]["v_cache.planes"] == 0
+    assert len(ev) <= r["memory_reads"]["pe.weights"] <= r["cycles"] + 1  # edges, first included
+
+
+def test_weight_memories_read_in_every_unstalled_cycle():
+    """The PE array's and the MAC baseline's read ports are enabled whenever they are not
+    stalled, input or not: with the output always ready, at every counted clock edge."""
+    w, q, ev = _case(4)
+    r = RA.pe_array_activity(P, w, ev)
+    assert list(RA.memory_read_enables(TernaryAccumulatorArray(params=P))) == ["weights"]
+    assert r["memory_reads"] == {"weights": r["cycles"] + 1} and r["cycles"] > len(ev)
+    r = RA.mac_baseline_activity(P, w, ev)
+    assert r["memory_reads"] == {"weights": r["cycles"] + 1}
