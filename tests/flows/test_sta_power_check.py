@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from spikemllm.hw.sta_power_check import check_internal_power, correct_power_groups
-from spikemllm.hw.synth import parse_sta_report
+from spikemllm.hw.synth import internal_power_check, parse_sta_report
 from spikemllm.hw.tools import find_tool, resolve_liberty, unpack_liberty
 
 needs_sta = pytest.mark.skipif(find_tool("sta") is None, reason="OpenSTA (sta) absent")
@@ -20,6 +20,14 @@ def test_correction_scales_internal_and_recomputes_totals():
     assert out["total"]["total"] == 6.0
     assert groups["total"]["internal"] == 6.0  # input left alone
     assert correct_power_groups(groups, None) == groups
+
+
+def test_a_probe_that_cannot_run_leaves_the_power_uncorrected(tmp_path):
+    """An `sta` that prints no power table: no correction, and the note says why."""
+    r = internal_power_check("true", tmp_path)
+    assert r["scale"] is None and "probe failed" in r["note"] and "report_power" in r["note"]
+    assert correct_power_groups({"total": {"internal": 2.0, "switching": 1.0, "leakage": 0.0,
+                                           "total": 3.0}}, r["scale"])["total"]["total"] == 3.0
 
 
 @needs_sta
