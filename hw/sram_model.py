@@ -36,7 +36,8 @@ read port), generated with OpenRAM and published in https://github.com/VLSIDA/sk
 
 Scaling assumptions (stated in docs/synthesis.md): area and leakage scale with the number of
 bits; access energy scales with the word width (a W-bit word is W/32 macros side by side);
-depth does not change the per-bit energy. OpenRAM's characterisation is itself a SPICE
+depth does not change the per-bit energy (only the addressed bank of a deep memory is charged:
+the other banks' clocks are taken to be gated). OpenRAM's characterisation is itself a SPICE
 estimate, so treat these as order-of-magnitude figures, not sign-off data.
 """
 
