@@ -12,7 +12,7 @@ help:
 	@echo "make test    - the whole test suite (pytest: numerics, converter, RTL, cosim, flows)"
 	@echo "make formal  - SymbiYosys proofs of the RTL"
 	@echo "make verilog - Verilog for the default configuration into build/verilog"
-	@echo "make synth   - sky130 synthesis report into build/synth"
+	@echo "make synth   - sky130 synthesis report into build/synth (with make sim's measured activity when present)"
 
 setup: $(STAMP)
 
@@ -37,7 +37,7 @@ verilog: setup
 	$(BIN)/spikemllm verilog --out build/verilog
 
 synth: setup
-	$(BIN)/spikemllm synth --target sky130 --out build/synth
+	$(BIN)/spikemllm synth --target sky130 $(if $(wildcard build/sim/activity.json),--activity build/sim/activity.json) --out build/synth
 
 clean:
 	rm -rf build
