@@ -995,36 +995,30 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             acc[name] = dense[name] = None
             cross[name] = None
 
-    # sensitivity: the whole engine's energy per SOP, and the DRAM pJ/bit range
+    # sensitivity: the whole engine's energy per SOP, the DRAM pJ/bit range, and the SRAM
+    def spike_tokens_per_j(hw_x):
+        return {n: model_regime(shape, stats, hw_x, k, b, vision_tokens, text_tokens, context,
+                                "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
+
     sens = {}
     eng = si.get("e_engine_sop_pj", {}).get("value")
     if eng:
-        hw_e = replace(hw, e_sop_pj=eng)
         sens["engine_level_compute_energy"] = {
             "e_sop_pj": eng, "source": si["e_engine_sop_pj"]["source"],
-            "tokens_per_j": {n: model_regime(shape, stats, hw_e, k, b, vision_tokens, text_tokens,
-                                             context, "spike")["tokens_per_j"]
-                             for n, (k, b) in regimes.items()},
+            "tokens_per_j": spike_tokens_per_j(replace(hw, e_sop_pj=eng)),
             "note": "spike engine's logic energy per SOP (firing unit and KV-cache logic clocked "
                     "every cycle) instead of the PE array's"}
-    sens["dram_pj_per_bit"] = {}
-    for x in dspec.pj_per_bit_range:
-        hw_d = replace(hw, dram=replace(dspec, pj_per_bit=x))
-        sens["dram_pj_per_bit"][str(x)] = {
-            n: model_regime(shape, stats, hw_d, k, b, vision_tokens, text_tokens, context,
-                            "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
-
+    sens["dram_pj_per_bit"] = {
+        str(x): spike_tokens_per_j(replace(hw, dram=replace(dspec, pj_per_bit=x)))
+        for x in dspec.pj_per_bit_range}
     # OpenRAM's power figures are uncalibrated SPICE estimates: the spike side at half and
     # twice the SRAM energies (read, write and idle alike)
-    sens["sram_energy_scale"] = {}
-    for x in SRAM_ENERGY_SCALES:
-        s = hw.sram
-        hw_s = replace(hw, sram=replace(s, read_pj_per_bit=s.read_pj_per_bit * x,
-                                        write_pj_per_bit=s.write_pj_per_bit * x,
-                                        idle_pj_per_bit=s.idle_pj_per_bit * x))
-        sens["sram_energy_scale"][str(x)] = {
-            n: model_regime(shape, stats, hw_s, k, b, vision_tokens, text_tokens, context,
-                            "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
+    s = hw.sram
+    sens["sram_energy_scale"] = {
+        str(x): spike_tokens_per_j(replace(hw, sram=replace(
+            s, read_pj_per_bit=s.read_pj_per_bit * x, write_pj_per_bit=s.write_pj_per_bit * x,
+            idle_pj_per_bit=s.idle_pj_per_bit * x)))
+        for x in SRAM_ENERGY_SCALES}
 
     params = shape.weight_params()
     floor = floor_j_per_token(params, hw.w_bits, dspec.pj_per_bit)
