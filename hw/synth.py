@@ -177,6 +177,17 @@ def parse_sweep(text):
 # activity
 
 
+def _in_range(v, lo, hi):
+    """``v`` is a JSON number (not a bool) in lo..hi."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _number_map(m, lo, hi):
+    """``m`` maps strings to numbers in lo..hi."""
+    return isinstance(m, dict) and all(isinstance(k, str) and _in_range(v, lo, hi)
+                                       for k, v in m.items())
+
+
 def load_activity(path):
     """The activity settings: DEFAULT_ACTIVITY overlaid with the JSON file at ``path``."""
     act = dict(DEFAULT_ACTIVITY)
@@ -201,7 +212,7 @@ def load_activity(path):
         if v is None and allow_none:
             act[key] = None
             return
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        if not _in_range(v, lo, hi):
             raise ValueError(f"--activity: {key} must be a number in {lo}..{hi}, not {v!r}")
         act[key] = float(v)
 
@@ -213,26 +224,21 @@ def load_activity(path):
     num("sram_reads_per_cycle", 0.0, 1.0, allow_none=True)
     num("sram_writes_per_cycle", 0.0, 1.0)
     pa = d.get("port_activity", {})
-    if not isinstance(pa, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and 0.0 <= v <= 2.0 for k, v in pa.items()):
+    if not _number_map(pa, 0.0, 2.0):
         raise ValueError("--activity: port_activity must map port-name globs to numbers 0..2")
     act["port_activity"].update({k: float(v) for k, v in pa.items()})
     ra = d.get("register_activity_by_design", {})
     if ra is None:
         ra = {}
-    if not isinstance(ra, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and 0.0 <= v <= 2.0 for k, v in ra.items()):
+    if not _number_map(ra, 0.0, 2.0):
         raise ValueError("--activity: register_activity_by_design must map design names to "
                          "numbers 0..2")
     act["register_activity_by_design"] = {k: float(v) for k, v in ra.items()}
-    sr = d.get("sram_reads_per_cycle_by_design") or {}
+    sr = d.get("sram_reads_per_cycle_by_design", {})
+    if sr is None:
+        sr = {}
     if not isinstance(sr, dict) or not all(
-            isinstance(k, str) and isinstance(mems, dict) and all(
-                isinstance(m, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                and 0.0 <= v <= 8.0 for m, v in mems.items())
-            for k, mems in sr.items()):
+            isinstance(k, str) and _number_map(mems, 0.0, 8.0) for k, mems in sr.items()):
         raise ValueError("--activity: sram_reads_per_cycle_by_design must map design names to "
                          "{memory name: reads per cycle 0..8}")
     act["sram_reads_per_cycle_by_design"] = {
