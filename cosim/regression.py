@@ -28,12 +28,17 @@ BUILD_ROOT = REPO_ROOT / "build" / "cosim"
 
 #: Hardware configurations of the regression (HwParams keyword arguments). ``lanes8`` is the
 #: small CI configuration; ``lanes32`` is the exported default's datapath (LANES = 32, T_MAX = 8)
-#: with memories sized for the regression's layers.
+#: with memories sized for the regression's layers; ``lanes8_fpga`` is lanes8 in the RTL style
+#: that ``spikemllm synth`` uses for FPGAs.
 CONFIGS = {
     "lanes8": dict(lanes=8, w_bits=4, t_max=4, in_max=512, kv_depth=16, heads=2, head_dim=16,
                    t_kv=4),
     "lanes32": dict(lanes=32, w_bits=4, t_max=8, in_max=512, kv_depth=32, heads=2, head_dim=64,
                     t_kv=7),
+    # lanes8 in the FPGA RTL style (registered memory reads, one-part firing remainder)
+    "lanes8_fpga": dict(lanes=8, w_bits=4, t_max=4, in_max=512, kv_depth=16, heads=2,
+                        head_dim=16, t_kv=4, read_register=True, bram_rows=64,
+                        firing_parts=1),
 }
 
 #: Traffic shapes: (probability of a valid gap per cycle, probability of a backpressure burst).

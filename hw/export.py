@@ -49,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser):
     g.add_argument("--t-kv", type=int, default=None, help="KV bit-planes, 1..T_MAX (default min(7, T_MAX))")
     g.add_argument("--frac-bits", type=int, default=d.frac_bits, help="fraction bits of theta (default %(default)s)")
     g.add_argument("--theta-bits", type=int, default=d.theta_bits, help="width of theta (default %(default)s)")
+    g.add_argument("--read-register", action="store_true",
+                   help="register every memory's read data before use: one more cycle of "
+                        "latency, no path from a block RAM's slow output into logic (for FPGAs)")
+    g.add_argument("--bram-rows", type=int, default=d.bram_rows,
+                   help="with --read-register: rows per read bank, each with its own read "
+                        "register (0: one bank; 2048 suits ECP5 DP16KD) (default %(default)s)")
+    g.add_argument("--firing-parts", type=int, default=d.firing_parts,
+                   help="adders per firing remainder, 1..3: 3 suits standard cells, 1 an "
+                        "FPGA's carry chains (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder (default %(default)s)")
     parser.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
 
@@ -56,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser):
 def params_from_args(args) -> HwParams:
     return HwParams(lanes=args.lanes, w_bits=args.w_bits, t_max=args.t_max, in_max=args.in_max,
                     kv_depth=args.kv_depth, heads=args.heads, head_dim=args.head_dim,
-                    t_kv=args.t_kv, frac_bits=args.frac_bits, theta_bits=args.theta_bits)
+                    t_kv=args.t_kv, frac_bits=args.frac_bits, theta_bits=args.theta_bits,
+                    read_register=args.read_register, bram_rows=args.bram_rows,
+                    firing_parts=args.firing_parts)
 
 
 def _kv_cache_factory():

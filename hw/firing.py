@@ -39,8 +39,10 @@ class TcLifFiring(wiring.Component):
       and a lane fires where ``r - thr_t >= 0``; the next step adds ``thr_{t+1}`` to a
       negative ``r`` (restoring ``thr_t = 2 thr_{t+1}``) and subtracts it otherwise, so the
       add/subtract choice is a registered sign bit, not a compare in front of a mux. ``r``
-      is kept in ``PARTS`` parts, each with a carry from the part below that is added one
-      step later, so a step is short adders; only the sign resolves the pending carries;
+      is kept in ``params.firing_parts`` parts (at most; see :attr:`parts`), each with a
+      carry from the part below that is added one step later, so a step is short adders;
+      only the sign resolves the pending carries. With one part ``r`` is one adder and its
+      sign is its top bit;
     * the *step FIFO* (2 entries) decouples the two: its fill level is a register, so the
       generator's advance (the enable of every ``r`` register) and ``i_stream.ready``
       depend on registered state only, never on ``o_stream.ready``;
@@ -82,8 +84,6 @@ class TcLifFiring(wiring.Component):
     LATENCY = 3
     #: events emitted per clock while o_stream is ready
     THROUGHPUT = 1
-    #: parts of the per-lane remainder, each with its own adder (see elaborate)
-    PARTS = 3
     #: lanes per copy of the threshold register (its fan-out is on the step's path)
     THR_GROUP = 16
 
@@ -117,9 +117,9 @@ class TcLifFiring(wiring.Component):
         """Bit ranges ``(lo, hi)`` of the parts of ``r``, lowest first (see elaborate)."""
         p = self.params
         r_bits = self.r_bits
-        w0 = max(p.frac_bits + 1, -(-r_bits // self.PARTS))   # part 0 holds bit F (the load)
+        w0 = max(p.frac_bits + 1, -(-r_bits // p.firing_parts))   # part 0 holds bit F (the load)
         rest = r_bits - w0
-        k = self.PARTS - 1
+        k = p.firing_parts - 1
         while k and -(-rest // k) < 3:   # the top part needs >= 3 bits (_resolved_sign)
             k -= 1
         widths = [w0 + rest] if k == 0 else \
@@ -141,7 +141,7 @@ class TcLifFiring(wiring.Component):
         # r >= 0 means the lane fires this step. The next step adds thr if r < 0 (restores
         # thr_t = 2 thr_{t+1} and subtracts thr_{t+1}) and subtracts thr otherwise, so the
         # add/subtract choice is a registered bit (g_sign) and no compare sits in front of
-        # a mux. r is kept in PARTS parts, each with a pending carry-in from the part below
+        # a mux. r is kept in parts, each with a pending carry-in from the part below
         # (the carry out of a part is added one step later), so a step is short adders in
         # parallel; only the sign of r resolves the pending carries (all-ones detection).
         g_busy = Signal()

@@ -8,9 +8,13 @@ and how this maps to SDLLM's spiked KV cache. The numerics reference is
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from .registered_memory import RegisteredReadMemory
 
 __all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
 
@@ -35,17 +39,36 @@ def score_bound(head_dim, t_q, t_kv):
     return head_dim * ((1 << t_q) - 1) * ((1 << t_kv) - 1)
 
 
-def _carry_save(m, cols, width, name):
+def _carry_save(m, cols, width, name, cut=None):
     """Wallace reduction of bit columns (``cols[i]`` holds 1-bit values of weight ``2**i``) to
     at most two bits per column, with full adders (xor3/maj3 cells) and half adders. Returns
     the two rows; their sum is the column sum modulo ``2**width``. Each level is a named
     signal: every bit feeds both a sum and a carry, so nested expressions would be copied
     once per use, doubling per level in the emitted netlist. The levels carry ``keep`` so that
     ABC maps the full adders as built: left free it restructured the trees into slower logic
-    (the engine's sky130 fmax was 197 MHz without ``keep``, 208 MHz with it)."""
+    (the engine's sky130 fmax was 197 MHz without ``keep``, 208 MHz with it).
+
+    ``cut = (levels, en)`` puts a register into the tree, loaded where ``en`` is high: after
+    ``levels`` levels, or after the last one when the tree is shorter (a pipeline stage of
+    one cycle either way)."""
     cols = [list(c) for c in cols[:width]]
     level = 0
+    cut_level, cut_en = cut if cut is not None else (None, None)
+
+    def register(cols):
+        flat = [bit for col in cols for bit in col]
+        reg = Signal(len(flat), name=f"{name}_cut")
+        with m.If(cut_en):
+            m.d.sync += reg.eq(Cat(*flat))
+        out, k = [], 0
+        for col in cols:
+            out.append([reg[k + r] for r in range(len(col))])
+            k += len(col)
+        return out
+
     while any(len(c) > 2 for c in cols):
+        if level == cut_level:
+            cols, cut_level = register(cols), None
         nxt = [[] for _ in range(len(cols) + 1)]
         for i, col in enumerate(cols):
             j = 0
@@ -70,15 +93,28 @@ def _carry_save(m, cols, width, name):
             cols.append([sig[k + r] for r in range(len(col))])
             k += len(col)
         level += 1
+    if cut_level is not None:
+        cols = register(cols)
     rows = [Cat(*[c[r] if len(c) > r else Const(0, 1) for c in cols]) for r in (0, 1)]
     return rows[0], rows[1]
 
 
 def _weighted_sum(m, terms, width, name):
     """``sum(sign * value << shift)`` for ``(value, shift, sign)`` with unsigned values and
-    sign +1/-1, as a signed ``width``-bit value (the caller guarantees the sum fits). One
-    carry-save tree: a subtrahend enters as its complement plus a constant (``-v = ~v - (2**b
-    - 1)`` for b-bit v), all constants folded into one."""
+    sign +1/-1, as a signed ``width``-bit value (the caller guarantees the sum fits): the
+    two rows of :func:`_weighted_rows`, added."""
+    return _row_sum(*_weighted_rows(m, terms, width, name), width)
+
+
+def _row_sum(x, y, width):
+    """The signed ``width``-bit value of two carry-save rows."""
+    return (x + y)[:width].as_signed()
+
+
+def _weighted_rows(m, terms, width, name, cut=None):
+    """:func:`_weighted_sum` before its final adder: two rows whose sum modulo ``2**width``
+    is the value. One carry-save tree: a subtrahend enters as its complement plus a constant
+    (``-v = ~v - (2**b - 1)`` for b-bit v), all constants folded into one."""
     cols = [[] for _ in range(width)]
     const = 0
     for value, shift, sign in terms:
@@ -92,8 +128,7 @@ def _weighted_sum(m, terms, width, name):
     for k in range(width):
         if const >> k & 1:
             cols[k].append(Const(1, 1))
-    x, y = _carry_save(m, cols, width, name)
-    return (x + y)[:width].as_signed()
+    return _carry_save(m, cols, width, name, cut)
 
 
 class SpikeKvCache(wiring.Component):
@@ -162,7 +197,8 @@ class SpikeKvCache(wiring.Component):
     one every ``cycles_per_key`` = ``t_kv`` cycles (n keys: last score at ``t_kv + SCORE_PIPE
     + (n-1)*t_kv``); an empty head's beat comes ``EMPTY_LATENCY`` cycles after acceptance. The
     walker issues one plane read per cycle and takes its next request ``n*t_kv + 1`` cycles
-    after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head). The
+    after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head); with
+    ``read_register`` a query right behind a query waits two cycles more. The
     score pipeline is issue -> memory word and popcounts -> weighted sum -> Horner and the
     output register. A stalled output (``ready`` low) freezes the walker and every stage (and
     the other output) without loss; a read beat taken while a held score freezes the
@@ -192,6 +228,17 @@ class SpikeKvCache(wiring.Component):
     with_score : bool
         Build the score unit (``query_stream``, ``score_stream``). ``False`` suits a V cache:
         only append and read, no popcount logic and no query register.
+    read_register : bool
+        Register the read address before the memory and the memory word before stage 1
+        (default False; see ``HwParams.read_register``). Reads, scores and empty beats all
+        come READ_REGISTER_CYCLES = 2 cycles later. It is the FPGA pipeline of the score
+        unit too: each popcount tree and the weighted-sum tree get a register inside
+        (after POP_CUT_LEVELS and TERM_CUT_LEVELS levels), SCORE_CUT_CYCLES = 2 more cycles
+        for scores and empty beats, and the weighted sum's final adder moves into the
+        Horner stage. The instance's ``read_latency``, ``score_latency`` and
+        ``empty_latency`` include all of these.
+    bram_rows : int
+        With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
 
     Members
     -------
@@ -219,8 +266,13 @@ class SpikeKvCache(wiring.Component):
     READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
     SCORE_PIPE = 4     # key planes: issue, memory -> popcounts, weighted sum, Horner -> output
     EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
+    READ_REGISTER_CYCLES = 2  # added to all three by read_register (address and word)
+    SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
+    POP_CUT_LEVELS = 3        # read_register: popcount trees cut after this many levels
+    TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
 
-    def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True):
+    def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True,
+                 read_register=False, bram_rows=0):
         t_q = t_kv if t_q is None else t_q
         try:
             _check_int("heads", heads, 1, 1024)
@@ -232,11 +284,20 @@ class SpikeKvCache(wiring.Component):
                 raise ValueError(f"ring must be True or False, not {ring!r}")
             if not isinstance(with_score, bool):
                 raise ValueError(f"with_score must be True or False, not {with_score!r}")
+            if not isinstance(read_register, bool):
+                raise ValueError(f"read_register must be True or False, not {read_register!r}")
+            if bram_rows and not read_register:
+                raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
         self.heads, self.head_dim, self.t_kv, self.depth = heads, head_dim, t_kv, depth
         self.t_q, self.ring, self.with_score = t_q, ring, with_score
+        self.read_register, self.bram_rows = read_register, bram_rows
+        extra = self.READ_REGISTER_CYCLES if read_register else 0
+        self.read_latency = self.READ_LATENCY + extra
+        cut = self.SCORE_CUT_CYCLES if read_register else 0
+        self.empty_latency = self.EMPTY_LATENCY + extra + cut
 
         self.head_bits = _clog2(heads)
         self.token_bits = _clog2(depth)
@@ -247,7 +308,7 @@ class SpikeKvCache(wiring.Component):
         self.word_bits = 2 * head_dim
         self.append_cycles = t_kv
         self.cycles_per_key = t_kv
-        self.score_latency = t_kv + self.SCORE_PIPE
+        self.score_latency = t_kv + self.SCORE_PIPE + extra + cut
 
         plane = unsigned(head_dim)
         self.word_layout = data.StructLayout({"pos": plane, "neg": plane})
@@ -342,10 +403,15 @@ class SpikeKvCache(wiring.Component):
         H, D, T, Tq, d = self.heads, self.depth, self.t_kv, self.t_q, self.head_dim
         ring = self.ring
 
-        m.submodules.planes = mem = memory.Memory(shape=self.word_layout, depth=self.mem_depth,
-                                                  init=[])
-        wport = mem.write_port()
-        rport = mem.read_port(domain="sync")
+        if self.read_register:
+            m.submodules.planes = mem = RegisteredReadMemory(
+                shape=self.word_layout, depth=self.mem_depth, bank_rows=self.bram_rows)
+            wport = SimpleNamespace(en=mem.w_en, addr=mem.w_addr, data=mem.w_data)
+        else:
+            m.submodules.planes = mem = memory.Memory(shape=self.word_layout,
+                                                      depth=self.mem_depth, init=[])
+            wport = mem.write_port()
+            rport = mem.read_port(domain="sync")
 
         def addr(head, slot, plane):
             return (head * D + slot) * T + plane
@@ -427,8 +493,17 @@ class SpikeKvCache(wiring.Component):
         m.d.comb += rq.ready.eq(can_accept)
         if S:
             qs = self.query_stream
-            m.d.comb += [qs.ready.eq(can_accept & ~rq.valid),
-                         accepting.eq(can_accept & (rq.valid | qs.valid))]
+            # with read_register a query waits while the last walk's final plane is still
+            # ahead of stage 1: loading the query register now would change its popcounts
+            q_wait = Signal()
+            if self.read_register:
+                q_ok = can_accept & ~q_wait
+                m.d.comb += [qs.ready.eq(q_ok & ~rq.valid),
+                             accepting.eq(can_accept & rq.valid | q_ok & qs.valid)]
+            else:
+                q_ok = can_accept
+                m.d.comb += [qs.ready.eq(can_accept & ~rq.valid),
+                             accepting.eq(can_accept & (rq.valid | qs.valid))]
         else:
             m.d.comb += accepting.eq(can_accept & rq.valid)
 
@@ -461,7 +536,7 @@ class SpikeKvCache(wiring.Component):
             q_head = qs.payload.head
             q_head_ok = q_head < H
             q_n = Mux(q_head_ok, counts[q_head], 0)
-            with m.Elif(can_accept & qs.valid):
+            with m.Elif(q_ok & qs.valid):
                 m.d.sync += [
                     busy.eq(1), w_score.eq(1), w_plane.eq(0), w_left.eq(q_n),
                     w_key.eq(0), w_in_range.eq(1), w_empty.eq(q_n == 0),
@@ -477,19 +552,43 @@ class SpikeKvCache(wiring.Component):
         issue = busy & ~stall
         last_plane = w_empty | (w_plane == T - 1)
         last_key = w_left <= 1
-        m.d.comb += [rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
+        if self.read_register:
+            # the address arithmetic (a multiply by t_kv) ends at a flip-flop, not at block
+            # RAMs spread over the chip; stage a's valid is the read enable
+            r_addr = Signal(range(self.mem_depth))
+        else:
+            m.d.comb += [rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
 
         s1_valid, s1_score, s1_in_range, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_plane = Signal(self.plane_bits)
         s1_last_plane, s1_last = Signal(), Signal()
         s1_key = Signal(self.token_bits)
+        s1 = (s1_valid, s1_score, s1_in_range, s1_empty, s1_plane, s1_last_plane, s1_last,
+              s1_key)
+        if self.read_register:
+            # Stage a holds the read address, the memory word arrives in stage m, and
+            # stage 1 takes it (and its flags) from flip-flops: the popcounts and the read
+            # beat start at a register.
+            a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
+            m1 = tuple(Signal.like(x, name=f"m1{x.name[2:]}") for x in s1)
+            word = mem.r_data
+            m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(a1[0] & ~stall),
+                         mem.r_load.eq(~stall)]
+            if S:  # a score walk's plane still ahead of stage 1 (valid & score)
+                m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1])
+            at_issue = a1
+        else:
+            at_issue, word = s1, rport.data
+        i_valid, i_score, i_in_range, i_empty, i_plane, i_last_plane, i_last, i_key = at_issue
 
         with m.If(issue):
             m.d.sync += [
-                s1_valid.eq(1), s1_score.eq(w_score), s1_in_range.eq(w_in_range),
-                s1_empty.eq(w_empty), s1_plane.eq(w_plane), s1_last_plane.eq(last_plane),
-                s1_last.eq(last_key), s1_key.eq(w_key),
+                i_valid.eq(1), i_score.eq(w_score), i_in_range.eq(w_in_range),
+                i_empty.eq(w_empty), i_plane.eq(w_plane), i_last_plane.eq(last_plane),
+                i_last.eq(last_key), i_key.eq(w_key),
             ]
+            if self.read_register:
+                m.d.sync += r_addr.eq(addr(w_head, w_slot, w_plane))
             with m.If(last_plane):
                 m.d.sync += [w_plane.eq(0), w_key.eq(w_key + 1), w_slot.eq(wrap(w_slot)),
                              w_left.eq(w_left - 1)]
@@ -497,16 +596,25 @@ class SpikeKvCache(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += w_plane.eq(w_plane + 1)
-        with m.Elif(~stall | (rd.valid & rd.ready)):
-            # a read beat taken while a score stall freezes the pipeline leaves a bubble (the
-            # walker has already moved past it)
-            m.d.sync += s1_valid.eq(0)
+        if self.read_register:
+            with m.Elif(~stall):
+                m.d.sync += i_valid.eq(0)
+            with m.If(~stall):
+                m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
+                m.d.sync += [a.eq(b) for a, b in zip(s1, m1)]
+            with m.Elif(rd.valid & rd.ready):
+                m.d.sync += s1_valid.eq(0)  # a taken beat leaves a bubble, as below
+        else:
+            with m.Elif(~stall | (rd.valid & rd.ready)):
+                # a read beat taken while a score stall freezes the pipeline leaves a bubble
+                # (the walker has already moved past it)
+                m.d.sync += s1_valid.eq(0)
 
         # ---- stage 1: memory word -> read beat, or -> popcounts per query plane ------------
         m.d.comb += [
             rd.valid.eq(s1_valid & ~s1_score),
-            rd.payload.pos.eq(Mux(s1_in_range, rport.data.pos, 0)),
-            rd.payload.neg.eq(Mux(s1_in_range, rport.data.neg, 0)),
+            rd.payload.pos.eq(Mux(s1_in_range, word.pos, 0)),
+            rd.payload.neg.eq(Mux(s1_in_range, word.neg, 0)),
             rd.payload.plane.eq(s1_plane),
             rd.payload.token.eq(s1_key),
             rd.payload.in_range.eq(s1_in_range),
@@ -514,7 +622,7 @@ class SpikeKvCache(wiring.Component):
         ]
 
         if S:
-            kp, kn = rport.data.pos, rport.data.neg
+            kp, kn = word.pos, word.neg
             m.d.comb += q_done.eq(~stall & s1_valid & s1_score & s1_last_plane & s1_last)
             s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = (Signal() for _ in range(5))
             s2_key = Signal(self.token_bits)
@@ -522,12 +630,13 @@ class SpikeKvCache(wiring.Component):
             # adds move into stage 2's tree, keeping stage 1 to AND + full adders
             pop_bits = d.bit_length()
             s2_rows = []
+            s2 = (s2_valid, s2_first, s2_last_plane, s2_last, s2_empty, s2_key)
             with m.If(~stall):
-                m.d.sync += [
-                    s2_valid.eq(s1_valid & s1_score), s2_first.eq(s1_plane == 0),
-                    s2_last_plane.eq(s1_last_plane), s2_last.eq(s1_last), s2_empty.eq(s1_empty),
-                    s2_key.eq(s1_key),
-                ]
+                m.d.sync += _staged(s2, (
+                    s1_valid & s1_score, s1_plane == 0, s1_last_plane, s1_last, s1_empty,
+                    s1_key), "p1" if self.read_register else None)
+            # the FPGA pipeline cuts each adder tree once (LUT levels are slow there)
+            pop_cut = (self.POP_CUT_LEVELS, ~stall) if self.read_register else None
             for tq in range(Tq):
                 qp, qn = q_pos[tq], q_neg[tq]
                 # name the bit vectors first: slicing an expression would copy it per bit
@@ -537,7 +646,7 @@ class SpikeKvCache(wiring.Component):
                              oppose_bits.eq((qp & kn) | (qn & kp))]
                 for kind, bits, sign in (("agree", agree_bits, 1), ("oppose", oppose_bits, -1)):
                     rows = _carry_save(m, [[bits[i] for i in range(d)]], pop_bits,
-                                       f"{kind}_{tq}")
+                                       f"{kind}_{tq}", pop_cut)
                     for r, row in enumerate(rows):
                         reg = Signal(pop_bits, name=f"s2_{kind}_{tq}_{'xy'[r]}")
                         with m.If(~stall):
@@ -547,16 +656,31 @@ class SpikeKvCache(wiring.Component):
             # ---- stage 2: weighted sum of the popcounts -> term of this key plane ----------
             # (an empty head's walk has a zero query: its popcounts and term are 0)
             term_bits = (d * ((1 << Tq) - 1)).bit_length() + 1
-            term = _weighted_sum(m, s2_rows, term_bits, "term")
             s3_valid, s3_first, s3_last_plane, s3_last, s3_empty = (Signal() for _ in range(5))
-            s3_term = Signal(signed(term_bits))
             s3_key = Signal(self.token_bits)
+            if self.read_register:
+                # the FPGA pipeline registers the tree's two rows: its carry-propagate adder
+                # moves into stage 3, beside the Horner adder (carry chains are fast there)
+                rows = _weighted_rows(m, s2_rows, term_bits, "term",
+                                      (self.TERM_CUT_LEVELS, ~stall))
+                s3_rows = [Signal(term_bits, name=f"s3_term_{r}") for r in "xy"]
+                s3_term = _row_sum(*s3_rows, term_bits)
+                s3_load = [r.eq(v) for r, v in zip(s3_rows, rows)]
+            else:
+                term = _weighted_sum(m, s2_rows, term_bits, "term")
+                s3_term = Signal(signed(term_bits))
+                s3_load = [s3_term.eq(term)]
             with m.If(~stall):
-                m.d.sync += [
-                    s3_valid.eq(s2_valid), s3_first.eq(s2_first),
-                    s3_last_plane.eq(s2_last_plane), s3_last.eq(s2_last), s3_empty.eq(s2_empty),
-                    s3_key.eq(s2_key), s3_term.eq(term),
-                ]
+                if self.read_register:
+                    m.d.sync += _staged((s3_valid, s3_first, s3_last_plane, s3_last, s3_empty,
+                                         s3_key), s2, "p2")
+                    m.d.sync += s3_load
+                else:
+                    m.d.sync += [
+                        s3_valid.eq(s2_valid), s3_first.eq(s2_first),
+                        s3_last_plane.eq(s2_last_plane), s3_last.eq(s2_last),
+                        s3_empty.eq(s2_empty), s3_key.eq(s2_key), *s3_load,
+                    ]
 
             # ---- stage 3: Horner over key planes, score output register --------------------
             so = self.score_stream
@@ -586,6 +710,15 @@ class SpikeKvCache(wiring.Component):
         return m
 
 
+def _staged(dst, src, mid=None):
+    """Statements that load the signals ``dst`` from the values ``src``; with ``mid`` (a name
+    prefix) through one more register stage, named ``mid`` + each ``dst`` name's tail."""
+    if mid is None:
+        return [a.eq(b) for a, b in zip(dst, src)]
+    regs = [Signal.like(a, name=f"{mid}{a.name[2:]}") for a in dst]
+    return [r.eq(b) for r, b in zip(regs, src)] + [a.eq(r) for a, r in zip(dst, regs)]
+
+
 def _unpack(layout, word):
     out = {}
     word = int(word)
@@ -601,7 +734,10 @@ def _unpack(layout, word):
 def kv_cache_from_params(params, *, ring=False, t_q=None, with_score=True):
     """:class:`SpikeKvCache` sized by an ``HwParams``-like object.
 
-    Uses the attributes ``heads``, ``head_dim``, ``t_kv`` and ``kv_depth`` (depth per head).
+    Uses the attributes ``heads``, ``head_dim``, ``t_kv``, ``kv_depth`` (depth per head) and,
+    when present, ``read_register`` and ``bram_rows``.
     """
     return SpikeKvCache(heads=params.heads, head_dim=params.head_dim, t_kv=params.t_kv,
-                        depth=params.kv_depth, t_q=t_q, ring=ring, with_score=with_score)
+                        depth=params.kv_depth, t_q=t_q, ring=ring, with_score=with_score,
+                        read_register=getattr(params, "read_register", False),
+                        bram_rows=getattr(params, "bram_rows", 0))

@@ -14,6 +14,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .registered_memory import RegisteredReadMemory
+
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
            "pack_inputs"]
 
@@ -93,6 +95,12 @@ class DenseMacLanes(wiring.Component):
         Depth of the weight memory (input features), 2..65536.
     acc_bits : int or None
         Signed accumulator width; default :func:`default_acc_bits`.
+    read_register : bool
+        Register the weight row before the multipliers (default False), as
+        ``HwParams.read_register`` does in the PE array: one more cycle of latency
+        (``self.latency``), and no path from a block RAM's output into a multiplier.
+    bram_rows : int
+        With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
 
     Members
     -------
@@ -106,10 +114,13 @@ class DenseMacLanes(wiring.Component):
 
     #: Cycles from an accepted ``last`` input to ``o_stream.valid``.
     LATENCY = 3
+    #: cycles that ``read_register`` adds to LATENCY
+    READ_REGISTER_CYCLES = 1
     #: Inputs accepted per cycle when ``o_stream`` is not stalled.
     THROUGHPUT = 1
 
-    def __init__(self, *, lanes, w_bits, a_bits, in_max, acc_bits=None):
+    def __init__(self, *, lanes, w_bits, a_bits, in_max, acc_bits=None, read_register=False,
+                 bram_rows=0):
         try:
             _check_int("lanes", lanes, 1, 1024)
             _check_int("w_bits", w_bits, 2, 16)
@@ -118,11 +129,17 @@ class DenseMacLanes(wiring.Component):
             if acc_bits is None:
                 acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
             _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
+            if not isinstance(read_register, bool):
+                raise ValueError(f"read_register must be True or False, not {read_register!r}")
+            if bram_rows and not read_register:
+                raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
         self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
         self.in_max, self.acc_bits = in_max, acc_bits
+        self.read_register, self.bram_rows = read_register, bram_rows
+        self.latency = self.LATENCY + (self.READ_REGISTER_CYCLES if read_register else 0)
         self.in_layout = input_layout(a_bits=a_bits, in_max=in_max)
         self.weight_layout = data.StructLayout({
             "addr": self.in_layout["index"].shape, "row": unsigned(lanes * w_bits)})
@@ -137,16 +154,23 @@ class DenseMacLanes(wiring.Component):
         m = Module()
         lanes, w_bits = self.lanes, self.w_bits
 
-        m.submodules.weights = weights = Memory(
-            shape=unsigned(lanes * w_bits), depth=self.in_max, init=[])
-        wr = weights.write_port()
-        rd = weights.read_port(domain="sync")
+        if self.read_register:
+            m.submodules.weights = weights = RegisteredReadMemory(
+                shape=unsigned(lanes * w_bits), depth=self.in_max, bank_rows=self.bram_rows)
+            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
+            rd_addr, rd_en = weights.r_addr, weights.r_en
+        else:
+            m.submodules.weights = weights = Memory(
+                shape=unsigned(lanes * w_bits), depth=self.in_max, init=[])
+            wr = weights.write_port()
+            rd = weights.read_port(domain="sync")
+            wr_addr, wr_data, wr_en, rd_addr, rd_en = wr.addr, wr.data, wr.en, rd.addr, rd.en
 
         m.d.comb += [
             self.w_stream.ready.eq(1),
-            wr.addr.eq(self.w_stream.payload.addr),
-            wr.data.eq(self.w_stream.payload.row),
-            wr.en.eq(self.w_stream.valid),
+            wr_addr.eq(self.w_stream.payload.addr),
+            wr_data.eq(self.w_stream.payload.row),
+            wr_en.eq(self.w_stream.valid),
         ]
 
         # One global stall: a finished vector is offered and not taken.
@@ -157,13 +181,24 @@ class DenseMacLanes(wiring.Component):
         # Stage 1: weight row read (the read port holds its data while stalled).
         s1_valid, s1_last = Signal(), Signal()
         s1_act = Signal(signed(self.a_bits))
-        m.d.comb += [rd.addr.eq(self.i_stream.payload.index), rd.en.eq(~stall)]
+        m.d.comb += [rd_addr.eq(self.i_stream.payload.index), rd_en.eq(~stall)]
         with m.If(~stall):
             m.d.sync += [
                 s1_valid.eq(self.i_stream.valid),
                 s1_last.eq(self.i_stream.payload.last),
                 s1_act.eq(self.i_stream.payload.activation),
             ]
+        if self.read_register:
+            # The registered weight row and its input (the multipliers start at flip-flops).
+            row = weights.r_data
+            r_valid, r_last = Signal(), Signal()
+            r_act = Signal(signed(self.a_bits))
+            m.d.comb += weights.r_load.eq(~stall)
+            with m.If(~stall):
+                m.d.sync += [r_valid.eq(s1_valid), r_last.eq(s1_last), r_act.eq(s1_act)]
+            s1_valid, s1_last, s1_act = r_valid, r_last, r_act
+        else:
+            row = rd.data
 
         # Stage 2: registered products (keeps the multiplier out of the accumulate path).
         s2_valid, s2_last = Signal(), Signal()
@@ -172,7 +207,7 @@ class DenseMacLanes(wiring.Component):
         with m.If(~stall):
             m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last)]
             for i in range(lanes):
-                w = rd.data[i * w_bits:(i + 1) * w_bits].as_signed()
+                w = row[i * w_bits:(i + 1) * w_bits].as_signed()
                 m.d.sync += s2_prod[i].eq(w * s1_act)
 
         # Stage 3: accumulate. As in the PE array, o_stream.payload is the accumulators

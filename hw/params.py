@@ -73,6 +73,26 @@ class HwParams:
     theta_bits : int
         Width of the theta register, frac_bits+1..32. Default 24: with F = 8 the firing step
         can be 1/256 .. 65535.996.
+    read_register : bool
+        Register every memory's read data before it is used (default False). It adds one
+        cycle of latency to the PE array and the dense MAC baseline, and two to the KV
+        caches, whose read address (a multiply by t_kv) is registered too; and one word of
+        flip-flops per memory. FPGA block RAMs have a slow clock-to-output (ECP5
+        DP16KD 5.83 ns without its output register), which otherwise starts every critical
+        path; the FPGA synthesis flow turns it on. An ASIC SRAM macro is timed from its own
+        output, so the default keeps the shorter pipeline.
+    bram_rows : int
+        With ``read_register``: rows per read bank of every memory, 0 (one bank) or a power
+        of two 2..2**20 (default 0). Each bank's read data is registered on its own and the
+        bank multiplexer follows the registers
+        (:class:`~spikemllm.hw.registered_memory.RegisteredReadMemory`); no extra cycle. The
+        FPGA flow uses 2048, the depth of an ECP5 DP16KD at 9-bit width.
+    firing_parts : int
+        Parts of the firing unit's per-lane remainder, each with its own adder, 1..3
+        (default 3). Split, a step is three short adders whose carries are added one step
+        later: fast in standard cells. An FPGA's carry logic is fast over the whole width,
+        and there the pending-carry resolution costs more than it saves; the FPGA
+        synthesis flow uses 1 (see :class:`~spikemllm.hw.firing.TcLifFiring`).
 
     Derived
     -------
@@ -100,6 +120,9 @@ class HwParams:
     t_kv: int = None  # resolved to min(7, t_max) in __post_init__
     frac_bits: int = 8
     theta_bits: int = 24
+    read_register: bool = False
+    bram_rows: int = 0
+    firing_parts: int = 3
 
     def __post_init__(self):
         _pow2_in("lanes", self.lanes, 2, 1024)
@@ -114,6 +137,13 @@ class HwParams:
         _int_in("t_kv", self.t_kv, 1, self.t_max)
         _int_in("frac_bits", self.frac_bits, 0, 24)
         _int_in("theta_bits", self.theta_bits, self.frac_bits + 1, 32)
+        if not isinstance(self.read_register, bool):
+            raise ValueError(f"read_register must be True or False, not {self.read_register!r}")
+        if self.bram_rows != 0:
+            _pow2_in("bram_rows", self.bram_rows, 2, 1 << 20)
+            if not self.read_register:
+                raise ValueError(f"bram_rows must be 0 without read_register, not {self.bram_rows!r}")
+        _int_in("firing_parts", self.firing_parts, 1, 3)
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits = {self.acc_bits} exceeds 64 (t_max={self.t_max}, "
                              f"in_max={self.in_max}, w_bits={self.w_bits}); lower one of them")

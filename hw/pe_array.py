@@ -7,6 +7,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams
+from .registered_memory import RegisteredReadMemory
 from .streams import acc_vector_layout, event_layout, weight_write_layout
 
 __all__ = ["TernaryAccumulatorArray"]
@@ -35,6 +36,15 @@ class TernaryAccumulatorArray(wiring.Component):
     token's first event waits (the array holds it and deasserts ``i_stream.ready``) while
     the vector is still offered and ``o_stream.ready`` is low, so nothing is lost; with a
     ready sink there are no bubbles.
+
+    With ``params.read_register`` the weight row is registered once more before the lanes
+    use it, bank by bank with ``params.bram_rows``
+    (:class:`~spikemllm.hw.registered_memory.RegisteredReadMemory`): LATENCY +
+    READ_REGISTER_CYCLES; ``self.latency`` is the figure for the instance.
+    The lanes then subtract as ``acc + ~w + 1``, one carry chain with a carry-in, instead of
+    negating ``w`` in a chain of its own, and the accumulators load only in cycles with an
+    event, through the flip-flops' enable. Both suit an FPGA (one LUT before the carry
+    chain, enable pins in every flip-flop).
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
@@ -65,6 +75,8 @@ class TernaryAccumulatorArray(wiring.Component):
 
     #: cycles from accepting a token's last event to its vector on o_stream (valid high)
     LATENCY = 2
+    #: cycles that ``params.read_register`` adds to LATENCY
+    READ_REGISTER_CYCLES = 1
     #: events accepted per clock, sustained across step and token ends while o_stream is ready
     THROUGHPUT = 1
 
@@ -72,6 +84,7 @@ class TernaryAccumulatorArray(wiring.Component):
         if not isinstance(params, HwParams):
             raise ValueError(f"params must be a HwParams, not {params!r}")
         self.params = params
+        self.latency = self.LATENCY + (self.READ_REGISTER_CYCLES if params.read_register else 0)
         super().__init__({
             "i_stream": In(stream.Signature(event_layout(params.in_max, params.t_max))),
             "w_stream": In(stream.Signature(weight_write_layout(params))),
@@ -84,89 +97,127 @@ class TernaryAccumulatorArray(wiring.Component):
         p = self.params
         m = Module()
 
-        m.submodules.weights = weights = memory.Memory(
-            shape=unsigned(p.row_bits), depth=p.in_max, init=[])
-        wr = weights.write_port()
-        rd = weights.read_port()
+        if p.read_register:
+            m.submodules.weights = weights = RegisteredReadMemory(
+                shape=unsigned(p.row_bits), depth=p.in_max, bank_rows=p.bram_rows)
+            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
+            rd_addr, rd_en = weights.r_addr, weights.r_en
+        else:
+            m.submodules.weights = weights = memory.Memory(
+                shape=unsigned(p.row_bits), depth=p.in_max, init=[])
+            wr = weights.write_port()
+            rd = weights.read_port()
+            wr_addr, wr_data, wr_en, rd_addr, rd_en = wr.addr, wr.data, wr.en, rd.addr, rd.en
 
         m.d.comb += [
-            wr.addr.eq(self.w_stream.payload.addr),
-            wr.data.eq(self.w_stream.payload.data),
-            wr.en.eq(self.w_stream.valid),
+            wr_addr.eq(self.w_stream.payload.addr),
+            wr_data.eq(self.w_stream.payload.data),
+            wr_en.eq(self.w_stream.valid),
             self.w_stream.ready.eq(1),
         ]
 
         # Stage 1 holds the flags of the event whose weight row is on rd.data.
-        s1_valid = Signal()
-        s1_sign = Signal()
-        s1_empty = Signal()
-        s1_step_end = Signal()
-        s1_token_end = Signal()
-        s1_modality = Signal()
+        s1 = _EventFlags("s1")
+        # the stage whose event the lanes add: stage 2 with read_register
+        ev = _EventFlags("s2") if p.read_register else s1
         in_token = Signal()  # events of an unfinished token were accepted
 
         o_valid = Signal()
         fresh = Signal()  # the accumulators hold a finished vector: the next event loads
         stall = Signal()
+        last_valid = s1.valid | ev.valid if p.read_register else s1.valid
         m.d.comb += [
-            stall.eq(s1_valid & o_valid & ~self.o_stream.ready),
+            stall.eq(ev.valid & o_valid & ~self.o_stream.ready),
             self.i_stream.ready.eq(~stall),
-            rd.addr.eq(self.i_stream.payload.index),
-            rd.en.eq(~stall),
+            rd_addr.eq(self.i_stream.payload.index),
+            rd_en.eq(~stall),
             self.o_stream.valid.eq(o_valid),
-            self.busy.eq(in_token | s1_valid | o_valid),
+            self.busy.eq(in_token | last_valid | o_valid),
         ]
 
         accept = self.i_stream.valid & self.i_stream.ready
         with m.If(~stall):
-            ev = self.i_stream.payload
-            m.d.sync += [
-                s1_valid.eq(accept),
-                s1_sign.eq(ev.sign),
-                s1_empty.eq(ev.empty),
-                s1_step_end.eq(ev.last_in_step),
-                s1_token_end.eq(ev.last_in_token),
-                s1_modality.eq(ev.modality),
-            ]
+            m.d.sync += s1.load(self.i_stream.payload, accept)
             with m.If(accept):
-                m.d.sync += in_token.eq(~ev.last_in_token)
+                m.d.sync += in_token.eq(~self.i_stream.payload.last_in_token)
+
+        if p.read_register:
+            # Stage 2: the weight row (from the memory's read registers) and its flags.
+            row = weights.r_data
+            m.d.comb += weights.r_load.eq(~stall)
+            with m.If(~stall):
+                m.d.sync += ev.copy(s1)
 
         modality = Signal()
         m.d.comb += self.o_stream.payload.modality.eq(modality)
-        # The accumulators load in every cycle, with no enable mux: a cycle without an event
-        # (or stalled) adds 0 and neither doubles nor restarts, which holds the value.
         step = Signal()      # an event is processed this cycle
+        # asic style only (read_register selects with the flip-flops' enable instead):
         zero = Signal()      # its operand is 0 (no event, or an empty one)
         first = Signal()     # it starts a new token: load instead of add
         double = Signal()    # Horner step end
-        m.d.comb += [
-            step.eq(s1_valid & ~stall),
-            zero.eq(~step | s1_empty),
-            first.eq(step & fresh),
-            double.eq(step & s1_step_end & ~s1_token_end & self.horner),
-        ]
+        m.d.comb += step.eq(ev.valid & ~stall)
+        if not p.read_register:
+            m.d.comb += [
+                zero.eq(~step | ev.empty),
+                first.eq(step & fresh),
+                double.eq(step & ev.step_end & ~ev.token_end & self.horner),
+            ]
         accs = [Signal(signed(p.acc_bits), name=f"acc{lane}") for lane in range(p.lanes)]
         for lane, acc in enumerate(accs):
-            w = rd.data.word_select(lane, p.w_bits).as_signed()
-            add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
-            with m.If(zero):
-                m.d.comb += add.eq(0)
-            with m.Elif(s1_sign):
-                m.d.comb += add.eq(-w)
-            with m.Else():
-                m.d.comb += add.eq(w)
             s = Signal(signed(p.acc_bits), name=f"sum{lane}")
-            # fits: |acc +- w| <= acc_bound (see HwParams). first selects after the adder,
-            # not at its input: its buffer tree (768 loads) then runs beside the carry chain.
-            m.d.comb += s.eq(Mux(first, add, acc + add))
-            m.d.sync += acc.eq(Mux(double, s << 1, s))
+            # fits: |acc +- w| <= acc_bound (see HwParams)
+            if p.read_register:
+                # one carry chain: acc - w = acc + ~w + 1. The flip-flops' enable (step)
+                # holds, so the restart and doubling selects need not wait for o_stream.ready
+                # (it reaches the enables only, not the 768 adder inputs).
+                w = row.word_select(lane, p.w_bits)
+                addend = Mux(ev.empty, 0, Mux(ev.sign, ~w, w)).as_signed()
+                m.d.comb += s.eq(Mux(fresh, 0, acc) + addend + (ev.sign & ~ev.empty))
+                with m.If(step):
+                    m.d.sync += acc.eq(Mux(ev.step_end & ~ev.token_end & self.horner,
+                                           s << 1, s))
+            else:
+                # The accumulators load in every cycle, with no enable mux: a cycle without
+                # an event (or stalled) adds 0 and neither doubles nor restarts, which holds.
+                w = rd.data.word_select(lane, p.w_bits).as_signed()
+                add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
+                with m.If(zero):
+                    m.d.comb += add.eq(0)
+                with m.Elif(ev.sign):
+                    m.d.comb += add.eq(-w)
+                with m.Else():
+                    m.d.comb += add.eq(w)
+                # first selects after the adder, not at its input: its buffer tree (768
+                # loads) then runs beside the carry chain.
+                m.d.comb += s.eq(Mux(first, add, acc + add))
+                m.d.sync += acc.eq(Mux(double, s << 1, s))
             m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
         with m.If(o_valid & self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
         with m.If(step):
-            m.d.sync += fresh.eq(s1_token_end)
-            with m.If(s1_token_end):
-                m.d.sync += [o_valid.eq(1), modality.eq(s1_modality)]
+            m.d.sync += fresh.eq(ev.token_end)
+            with m.If(ev.token_end):
+                m.d.sync += [o_valid.eq(1), modality.eq(ev.modality)]
 
         return m
+
+
+class _EventFlags:
+    """The flags of one event in a pipeline stage (the weight row travels separately)."""
+
+    _NAMES = ("valid", "sign", "empty", "step_end", "token_end", "modality")
+
+    def __init__(self, stage):
+        for n in self._NAMES:
+            setattr(self, n, Signal(name=f"{stage}_{n}"))
+
+    def load(self, payload, valid):
+        """Statements that take an accepted event's flags from ``i_stream``'s payload."""
+        return [self.valid.eq(valid), self.sign.eq(payload.sign), self.empty.eq(payload.empty),
+                self.step_end.eq(payload.last_in_step), self.token_end.eq(payload.last_in_token),
+                self.modality.eq(payload.modality)]
+
+    def copy(self, other):
+        """Statements that take the previous stage's flags."""
+        return [getattr(self, n).eq(getattr(other, n)) for n in self._NAMES]

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import fields as dc_fields
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from spikemllm.fsutil import replace_dir
@@ -66,6 +67,10 @@ FPGA_PARTS = {
                                                        "--out-of-context"],
              "lut": 83640, "ff": 83640, "bram": 208, "dsp": 156, "freq_mhz": 100.0},
 }
+
+#: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams)
+RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 3},
+              "fpga": {"read_register": True, "bram_rows": 2048, "firing_parts": 1}}
 
 DESCRIPTION = """\
 Synthesise the accelerator tops (spike_engine, spike_kv_cache), the PE array alone
@@ -123,6 +128,14 @@ def add_arguments(parser: argparse.ArgumentParser):
                         ("kv-depth", "KV-cache tokens per head"), ("heads", "KV heads"),
                         ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
+    parser.add_argument("--rtl-style", choices=("auto",) + tuple(RTL_STYLES), default="auto",
+                        help="RTL pipeline for the technology: asic (HwParams defaults) or "
+                             "fpga (read_register: memory read address and data registered, "
+                             "+1 cycle in the PE array and MAC baseline, +2 in the KV caches; "
+                             "bram_rows=2048: one read register per block-RAM bank; "
+                             "firing_parts=1: one carry chain per firing remainder); auto = "
+                             "fpga for ice40 and ecp5, asic for generic and sky130 "
+                             "(default %(default)s)")
     parser.add_argument("--designs", default=None,
                         help="comma-separated subset of the designs (spike_engine, "
                              "spike_kv_cache, pe_array, mac_baseline; default all), or "
@@ -403,13 +416,15 @@ def make_params(overrides):
 
 def baseline_for(params):
     """The dense MAC baseline matching ``params``: A_BITS = T_MAX + 1 (a tc-lif count
-    |q| <= 2**T_MAX - 1 plus sign), the engine's accumulator width and weight memory."""
+    |q| <= 2**T_MAX - 1 plus sign), the engine's accumulator width, weight memory and read
+    register."""
     from .mac_baseline import DenseMacLanes, activation_bits
 
     a_bits = activation_bits(params.t_max)
     acc_bits = max(params.acc_bits, params.w_bits + a_bits)
     return DenseMacLanes(lanes=params.lanes, w_bits=params.w_bits, a_bits=a_bits,
-                         in_max=params.in_max, acc_bits=acc_bits)
+                         in_max=params.in_max, acc_bits=acc_bits,
+                         read_register=params.read_register, bram_rows=params.bram_rows)
 
 
 def build_designs(params, wanted=None):
@@ -978,8 +993,21 @@ def run_fpga(arch, work, params, wanted, designs=None):
 # one run (one configuration)
 
 
+def target_params(params, target, style="auto"):
+    """``params`` with the fields of ``style`` set, as ``target`` builds them; ``"auto"`` is
+    ``"fpga"`` for the FPGA targets (block-RAM outputs and LUT logic) and ``"asic"`` for the
+    others."""
+    if style == "auto":
+        style = "fpga" if target in FPGA_PARTS else "asic"
+    if style not in RTL_STYLES:
+        raise ValueError(f"rtl_style must be one of auto, {', '.join(RTL_STYLES)}, not {style!r}")
+    return dc_replace(params, **RTL_STYLES[style])
+
+
 def synth_once(params, targets, explicit, args, act, out_dir, wanted):
     """Run ``targets`` for ``params`` into ``out_dir``; returns (report dict, failed targets)."""
+    style = getattr(args, "rtl_style", "auto")
+    params = target_params(params, "generic", style)  # generic and sky130 share the designs
     designs, errors = build_designs(params, wanted)
     report = {"params": params.to_dict(), "acc_bits": params.acc_bits,
               "designs": sorted(designs), "design_errors": errors, "targets": {}}
@@ -992,7 +1020,7 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
     if errors:
         _log(f"WARNING: some designs could not be built: {errors}")
         failed.append("designs")
-    used_designs = False  # an Amaranth component is converted once; rebuild for a second FPGA
+    used_designs = False  # an Amaranth component is converted once; rebuild for a second use
     for t in targets:
         work = out_dir / t
         work.mkdir(parents=True, exist_ok=True)
@@ -1006,6 +1034,7 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
         try:
             if t == "generic":
                 report["targets"][t] = run_generic(work, designs)
+                used_designs = True
             elif t == "sky130":
                 lib = resolve_liberty(args.liberty)
                 if lib is None:
@@ -1016,13 +1045,15 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
                     continue
                 r = run_sky130(work, designs, liberty=lib, clock_mhz=args.clock_mhz, act=act,
                                params=params, keep_liberty=args.keep_liberty)
+                used_designs = True
                 report["targets"][t] = r
                 if r["sta"] != "ok" and explicit:
                     failed.append(t)
             else:
-                report["targets"][t] = run_fpga(t, work, params, wanted,
-                                                None if used_designs else designs)
-                used_designs = True
+                fp = target_params(params, t, style)
+                report["targets"][t] = run_fpga(
+                    t, work, fp, wanted, None if used_designs or fp != params else designs)
+                used_designs |= fp == params
                 fr = report["targets"][t]
                 if explicit and (not fr.get("designs") or
                                  any(d.get("error") for d in fr["designs"].values())):
@@ -1031,6 +1062,9 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
             report["targets"][t] = {"error": str(e)}
             _log(f"{t}: ERROR {e}")
             failed.append(t)
+    if not used_designs:
+        for comp in designs.values():  # each target that ran built its own (read_register)
+            comp._MustUse__silence = True
     _summarise(report)
     return report, failed
 
@@ -1256,6 +1290,11 @@ def render_markdown(rep):
                              f"{_f(m.get('power_mw', {}).get('total'), '{:.3g}')} |")
         else:
             L += [f"Part: {r.get('part')}."]
+            if "params" in r:
+                fp = r["params"]
+                L[-1] += (f" RTL: read_register={fp.get('read_register')}, "
+                          f"bram_rows={fp.get('bram_rows')}, "
+                          f"firing_parts={fp.get('firing_parts')}.")
             if r.get("reduced"):
                 L += [f"The requested configuration does not fit; reduced to "
                       + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + "."]

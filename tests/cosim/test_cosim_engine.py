@@ -16,7 +16,7 @@ def _failures(run):
             for c in run["cases"] if not c.get("passed")]
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", CONFIGS + ["lanes8_fpga"])
 def test_engine_random_and_corner_cases_bit_exact(config, cosim_builds, tmp_path):
     cb = cosim_builds(config, "engine")
     p = cb.params

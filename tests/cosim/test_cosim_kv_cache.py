@@ -8,7 +8,7 @@ from spikemllm.cosim.stimulus import random_kv_case
 pytestmark = pytest.mark.cosim
 
 
-@pytest.mark.parametrize("config", ["lanes8", "lanes32"])
+@pytest.mark.parametrize("config", ["lanes8", "lanes32", "lanes8_fpga"])
 def test_kv_cache_scores_and_readback_bit_exact(config, cosim_builds, tmp_path):
     cb = cosim_builds(config, "kv")
     p = cb.params

@@ -18,12 +18,13 @@ def _pack_row(ws, w_bits):
     return word
 
 
-def simulate(weights, inputs, *, ready_pattern=None):
+def simulate(weights, inputs, *, ready_pattern=None, read_register=False):
     """Load ``weights`` [lanes, in_max], stream ``inputs`` [(index, act, last)], collect outputs.
 
     Returns (outputs as [n, lanes] ints, cycle of each output, cycle each input was accepted).
     """
-    dut = DenseMacLanes(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)
+    dut = DenseMacLanes(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX,
+                        read_register=read_register, bram_rows=4 if read_register else 0)
     outs, out_cycles, in_cycles = [], [], []
     n_expect = sum(1 for _, _, last in inputs if last)
 
@@ -59,6 +60,7 @@ def simulate(weights, inputs, *, ready_pattern=None):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    assert dut.latency == DenseMacLanes.LATENCY + read_register
     return np.array(outs, dtype=np.int64), out_cycles, in_cycles
 
 
@@ -83,28 +85,34 @@ def _random_case(rng, n_tokens=3):
     return w, inputs
 
 
-def test_macs_match_numpy_and_latency():
+RR = pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+
+
+@pytest.mark.parametrize("rr, latency", [(False, 3), (True, 4)], ids=["plain", "read_register"])
+def test_macs_match_numpy_and_latency(rr, latency):
     rng = np.random.default_rng(1)
     w, inputs = _random_case(rng)
-    outs, out_cycles, in_cycles = simulate(w, inputs)
+    outs, out_cycles, in_cycles = simulate(w, inputs, read_register=rr)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
     # One input per cycle with no stalls; the result of a `last` input LATENCY cycles later.
     assert in_cycles == list(range(len(inputs)))
     last_cycles = [c for c, (_, _, last) in zip(in_cycles, inputs) if last]
-    assert [o - c for o, c in zip(out_cycles, last_cycles)] == [DenseMacLanes.LATENCY] * len(last_cycles)
+    assert [o - c for o, c in zip(out_cycles, last_cycles)] == [latency] * len(last_cycles)
 
 
-def test_backpressure_loses_nothing():
+@RR
+def test_backpressure_loses_nothing(rr):
     rng = np.random.default_rng(2)
     w, inputs = _random_case(rng, n_tokens=4)
-    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(c % 3 == 0))
+    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(c % 3 == 0), read_register=rr)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
 
 
-def test_extreme_values_do_not_overflow():
+@RR
+def test_extreme_values_do_not_overflow(rr):
     w = np.full((LANES, IN_MAX), -(1 << (W_BITS - 1)), dtype=np.int64)
     inputs = [(i, -(1 << (A_BITS - 1)), int(i == IN_MAX - 1)) for i in range(IN_MAX)]
-    outs, _, _ = simulate(w, inputs)
+    outs, _, _ = simulate(w, inputs, read_register=rr)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
     assert outs[0, 0] == IN_MAX * (1 << (W_BITS - 1)) * (1 << (A_BITS - 1))
 
@@ -112,6 +120,7 @@ def test_extreme_values_do_not_overflow():
 @pytest.mark.parametrize("kw, field", [
     (dict(lanes=0), "lanes"), (dict(w_bits=1), "w_bits"), (dict(a_bits=17), "a_bits"),
     (dict(in_max=1), "in_max"), (dict(acc_bits=3), "acc_bits"), (dict(lanes=2.0), "lanes"),
+    (dict(read_register=1), "read_register"),
 ])
 def test_bad_parameters_are_named(kw, field):
     args = dict(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)

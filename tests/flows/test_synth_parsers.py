@@ -252,3 +252,22 @@ def test_shrink_kv_cache_logic_overflow_shrinks_heads_then_head_dim():
     assert q.heads == 1 and q.lanes == 32
     q = S._shrink(HwParams(heads=1), {"lut": 1.05}, {"spike_kv_cache"}, {"spike_kv_cache"})
     assert q.head_dim == 32
+
+
+def test_rtl_style_per_target():
+    """--rtl-style auto: the fpga style (registered memory reads, one-part firing remainder)
+    for ice40/ecp5, the asic style (HwParams defaults) for generic/sky130; asic/fpga apply
+    to every target; the MAC baseline follows read_register."""
+    base = S.make_params({"lanes": 8})
+    assert S.target_params(base, "sky130") == base
+    got = {t: (p.read_register, p.bram_rows, p.firing_parts)
+           for t, p in ((t, S.target_params(base, t)) for t in S.TARGETS)}
+    assert got == {"generic": (False, 0, 3), "sky130": (False, 0, 3), "ice40": (True, 2048, 1),
+                   "ecp5": (True, 2048, 1)}
+    assert all(S.target_params(base, t, "fpga").read_register for t in S.TARGETS)
+    assert not any(S.target_params(base, t, "asic").read_register for t in S.TARGETS)
+    with pytest.raises(ValueError, match="rtl_style must be one of auto, asic, fpga, not 'x'"):
+        S.target_params(base, "ecp5", "x")
+    mac = S.baseline_for(S.target_params(base, "ecp5"))
+    assert mac.read_register and mac.bram_rows == 2048 and mac.latency == 4
+    mac._MustUse__silence = True  # only inspected

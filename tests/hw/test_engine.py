@@ -1,5 +1,7 @@
 """SpikeEngine end to end: events -> PE array -> TC-LIF -> events, registers, counters, tap."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hwsim import Sink, Source, cfg_read, cfg_write, events_equal, random_spikes, run, weight_words
@@ -11,6 +13,7 @@ from spikemllm.sw import events as E
 
 P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=32, frac_bits=4, theta_bits=16,
              kv_depth=4, heads=2, head_dim=8, t_kv=3)
+P_FPGA = dataclasses.replace(P, read_register=True, bram_rows=8, firing_parts=1)  # FPGA style
 
 
 def case(rng, n_tokens, T_text, T_vision, density=0.3, p=P):
@@ -48,18 +51,19 @@ def simulate(p, w, ev, regs, *, p_valid=1.0, p_ready=1.0, acc_ready=1.0, tap=Non
     return got, accs.reshape(-1, p.lanes), reads, src, snk, watched
 
 
-@pytest.mark.parametrize("seed, p_valid, p_ready, acc_ready", [(1, 1.0, 1.0, 1.0),
-                                                               (2, 0.7, 0.5, 0.5),
-                                                               (3, 0.9, 0.3, 0.9),
-                                                               (4, 1.0, 1.0, 0.1)])
-def test_end_to_end_matches_reference(seed, p_valid, p_ready, acc_ready):
+@pytest.mark.parametrize("p, seed, p_valid, p_ready, acc_ready", [(P, 1, 1.0, 1.0, 1.0),
+                                                                  (P, 2, 0.7, 0.5, 0.5),
+                                                                  (P, 3, 0.9, 0.3, 0.9),
+                                                                  (P, 4, 1.0, 1.0, 0.1),
+                                                                  (P_FPGA, 5, 0.7, 0.5, 0.5)])
+def test_end_to_end_matches_reference(p, seed, p_valid, p_ready, acc_ready):
     rng = np.random.default_rng(seed)
     theta = int(rng.integers(40, 300))
-    w, ev, mod = case(rng, 10, 4, 3)
+    w, ev, mod = case(rng, 10, 4, 3, p=p)
     acc_ref = E.accumulate_events(ev, w)
-    ref, _ = E.fire_events(acc_ref, theta, P.frac_bits, np.where(mod == 1, 3, 4), mod)
+    ref, _ = E.fire_events(acc_ref, theta, p.frac_bits, np.where(mod == 1, 3, 4), mod)
     got, accs, reads, *_ = simulate(
-        P, w, ev, {"THETA": theta, "T_TEXT": 4, "T_VISION": 3, "CTRL": 0b11},
+        p, w, ev, {"THETA": theta, "T_TEXT": 4, "T_VISION": 3, "CTRL": 0b11},
         p_valid=p_valid, p_ready=p_ready, acc_ready=acc_ready, seed=seed, expect_out=len(ref),
         expect_acc=len(acc_ref),
         read_back=("EVENTS_IN", "EVENTS_OUT", "TOKENS", "STATUS"))
@@ -95,13 +99,16 @@ def test_tap_disabled_never_stalls():
     assert len(accs) == 0 and not any(v[0] for v in watched)
 
 
-def test_throughput_sustained_and_counters():
+@pytest.mark.parametrize("rr, latency", [(False, 5), (True, 6)], ids=["asic_style", "fpga_style"])
+def test_throughput_sustained_and_counters(rr, latency):
     """Dense input, sparse output (the firing unit keeps up): N events enter in N consecutive
     cycles and the last token's first output event appears LATENCY cycles after its last input
-    event; STALL_CYCLES = 0 and CYCLES_BUSY covers exactly the busy span."""
+    event (one more with read_register); STALL_CYCLES = 0 and CYCLES_BUSY covers exactly the
+    busy span."""
     rng = np.random.default_rng(6)
     p = HwParams(lanes=4, w_bits=4, t_max=2, in_max=32, frac_bits=4, theta_bits=16,
-                 kv_depth=4, heads=1, head_dim=4)
+                 kv_depth=4, heads=1, head_dim=4, read_register=rr, bram_rows=8 * rr,
+                 firing_parts=3 - 2 * rr)
     w, ev, mod = case(rng, 8, 2, 2, density=0.8, p=p)
     acc_ref = E.accumulate_events(ev, w)
     theta = 16 * 40  # step 40: few spikes, so each token's output is at most 8 events
@@ -114,7 +121,7 @@ def test_throughput_sustained_and_counters():
     n = len(ev)
     assert src.accepted == list(range(src.accepted[0], src.accepted[0] + n))
     first_of_last_token = snk.cycles[int(np.nonzero(ref["last_in_token"])[0][-2]) + 1]
-    assert first_of_last_token == src.accepted[-1] + SpikeEngine.LATENCY
+    assert first_of_last_token == src.accepted[-1] + latency
     assert reads["STALL_CYCLES"] == 0 and reads["OUT_STALL_CYCLES"] == 0
     assert reads["EVENTS_IN"] == n
     # busy from the first offered event (weights done) to the last output event
@@ -212,14 +219,16 @@ def test_reset_mid_stream():
     assert events_equal(got, ref2)
 
 
-def test_kv_caches_at_the_top():
+@pytest.mark.parametrize("p", [P, P_FPGA], ids=["asic_style", "fpga_style"])
+def test_kv_caches_at_the_top(p):
     """K appends + a Q.K query through the engine's k_* streams match popcount_score; V appends
     past capacity are refused and flagged; counts, flags and KV_CLEAR work through registers."""
     from spikemllm.sw import numerics as nx
 
-    p = P
     dut = SpikeEngine(params=p)
     assert dut.has_kv_cache
+    assert dut.k_cache.read_register == dut.v_cache.read_register == p.read_register
+    assert dut.latency == (6 if p.read_register else 5)  # as measured by the throughput test
     kc, vc = dut.k_cache, dut.v_cache
     rng = np.random.default_rng(12)
     qm = (1 << p.t_kv) - 1

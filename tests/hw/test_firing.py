@@ -79,10 +79,13 @@ def test_extremes():
     dict(lanes=2, w_bits=2, t_max=1, in_max=2, frac_bits=1, theta_bits=2),  # r in 2 parts
     dict(lanes=8, w_bits=3, t_max=2, in_max=4, frac_bits=0, theta_bits=5),
     dict(),                                                                 # the defaults
-], ids=["t_max1", "f0", "default"])
+    dict(firing_parts=1),                                  # one adder (the FPGA flow's)
+    dict(firing_parts=2),
+    dict(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16, firing_parts=1),
+], ids=["t_max1", "f0", "default", "one_part", "two_parts", "small_one_part"])
 def test_other_params(kw):
-    """Other widths (and so other splits of the remainder into parts), with the largest
-    |acc| of both signs and theta = 1, max and random."""
+    """Other widths and part counts (and so other splits of the remainder into parts), with
+    the largest |acc| of both signs and theta = 1, max and random."""
     p = HwParams(**kw)
     rng = np.random.default_rng(1)
     b = p.acc_bits
@@ -205,3 +208,13 @@ def test_bad_params():
         with pytest.raises(ValueError, match="params must be a HwParams"):
             TcLifFiring(params=None)
         gc.collect()
+
+
+@pytest.mark.parametrize("parts, widths", [(3, [7, 7, 7]), (2, [11, 10]), (1, [21])])
+def test_remainder_parts_follow_firing_parts(parts, widths):
+    """firing_parts sets how the remainder is split: one part is a single adder."""
+    p = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16,
+                 firing_parts=parts)
+    unit = TcLifFiring(params=p)
+    assert [b - a for a, b in unit.parts] == widths and sum(widths) == unit.r_bits
+    unit._MustUse__silence = True  # only inspected

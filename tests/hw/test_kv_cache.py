@@ -247,17 +247,20 @@ class Traffic:
 
 
 def make(**kw):
+    if kw.get("read_register"):
+        kw.setdefault("bram_rows", 8)  # banked reads: several banks even at these sizes
     return SpikeKvCache(**kw)
 
 
 # ---- tests -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
 @pytest.mark.parametrize("ring", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_random_traffic_gaps_backpressure(ring, seed):
+def test_random_traffic_gaps_backpressure(ring, seed, rr):
     """Random appends/reads/queries (heads 3, depth 5: neither a power of two; some heads out
     of range, some tokens out of range) with random valid gaps and ready backpressure."""
-    c = make(heads=3, head_dim=12, t_kv=3, depth=5, ring=ring)
+    c = make(heads=3, head_dim=12, t_kv=3, depth=5, ring=ring, read_register=rr)
     # reads and queries trickle in over the whole run, so they see every fill level
     tr = Traffic(c, seed=seed, p_valid=dict(append=0.3, read=0.12, query=0.08), p_ready=0.55,
                  p_clear=0.008)
@@ -282,9 +285,10 @@ def test_random_traffic_gaps_backpressure(ring, seed):
     assert tr.log["refused"] and tr.log["clear"]
 
 
-def test_v_cache_without_score_unit():
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_v_cache_without_score_unit(rr):
     """with_score=False (a V cache): no query/score ports, appends and reads as before."""
-    c = make(heads=2, head_dim=8, t_kv=4, depth=3, with_score=False)
+    c = make(heads=2, head_dim=8, t_kv=4, depth=3, with_score=False, read_register=rr)
     assert not hasattr(c, "query_stream") and not hasattr(c, "score_stream")
     tr = Traffic(c, seed=21, p_valid=dict(append=0.5, read=0.2), p_ready=0.6)
     rng = random.Random(22)
@@ -380,9 +384,10 @@ def test_clear_restarts_part_written_append():
     assert [b["in_range"] for b in beats] == [1] * T + [0] * T
 
 
-def test_ring_mode_wraps_read_and_score():
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_ring_mode_wraps_read_and_score(rr):
     d, T, depth = 8, 3, 5  # depth not a power of two: the wrap is a compare
-    c = make(heads=2, head_dim=d, t_kv=T, depth=depth, ring=True)
+    c = make(heads=2, head_dim=d, t_kv=T, depth=depth, ring=True, read_register=rr)
     tr = Traffic(c, p_valid=0.7, p_ready=0.7, seed=3)
     rng = random.Random(8)
     vecs = [random_vector(rng, T, d) for _ in range(2 * depth + 1)]
@@ -406,9 +411,10 @@ def test_ring_mode_wraps_read_and_score():
     assert [b["token"] for _, b in tr.log["score"]] == list(range(depth))
 
 
-def test_read_latency():
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_read_latency(rr):
     d, T, depth = 8, 3, 4
-    c = make(heads=2, head_dim=d, t_kv=T, depth=depth)
+    c = make(heads=2, head_dim=d, t_kv=T, depth=depth, read_register=rr)
     tr = Traffic(c)
     rng = random.Random(9)
     for _ in range(3):
@@ -424,15 +430,17 @@ def test_read_latency():
     beats = [cyc for cyc, _ in tr.log["read_data"]]
     assert len(beats) == 4 * T
     for k, a in enumerate(accepted):
-        assert beats[k * T:(k + 1) * T] == [a + c.READ_LATENCY + p for p in range(T)]
+        assert beats[k * T:(k + 1) * T] == [a + c.read_latency + p for p in range(T)]
+    assert c.read_latency == 2 + 2 * rr
     # the walker takes the next request when it has issued the last plane of the previous one
     assert all(b - a == T + 1 for a, b in zip(accepted, accepted[1:]))
 
 
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
 @pytest.mark.parametrize("T,n", [(1, 5), (3, 4), (7, 3)])
-def test_score_latency_and_throughput(T, n):
+def test_score_latency_and_throughput(T, n, rr):
     d, depth = 8, 6
-    c = make(heads=2, head_dim=d, t_kv=T, depth=depth)
+    c = make(heads=2, head_dim=d, t_kv=T, depth=depth, read_register=rr)
     tr = Traffic(c)
     rng = random.Random(T)
     for _ in range(n):
@@ -449,19 +457,24 @@ def test_score_latency_and_throughput(T, n):
     sc = tr.log["score"]
     assert [cyc for cyc, _ in sc[:n]] == [q0 + c.score_latency + k * c.cycles_per_key
                                          for k in range(n)]
-    assert sc[n] == (q1 + c.EMPTY_LATENCY, dict(score=0, token=0, empty=1, last=1))
+    assert sc[n] == (q1 + c.empty_latency, dict(score=0, token=0, empty=1, last=1))
     assert [cyc for cyc, _ in sc[n + 1:]] == [q2 + c.score_latency + k * T for k in range(n)]
-    # the walker takes the next request n * t_kv + 1 cycles after a query (2: empty head)
-    assert q1 - q0 == n * T + 1 and q2 - q1 == 2
-    assert c.score_latency == T + c.SCORE_PIPE
+    # the walker takes the next request n * t_kv + 1 cycles after a query (2: empty head);
+    # with read_register a query behind a query waits two more cycles
+    assert q1 - q0 == n * T + 1 + 2 * rr and q2 - q1 == 2 + 2 * rr
+    assert c.score_latency == T + 4 + 4 * rr
+    assert c.empty_latency == 5 + 4 * rr
 
 
-def test_read_beat_taken_during_score_stall():
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_read_beat_taken_during_score_stall(rr):
     """A read accepted right behind a score walk reaches stage 1 while a held score output
-    freezes the pipeline: its first beat still leaves exactly once, at READ_LATENCY (the stall
-    leaves a bubble behind it), and the rest follow once the score is taken."""
+    freezes the pipeline: the beat on stage 1 when the stall starts still leaves exactly once
+    (the stall leaves a bubble behind it), and the rest follow once the score is taken. That
+    is plane 0 in the asic style; with read_register the score path is 2 cycles longer than
+    the read path, so plane 2 is the one that meets the stall."""
     d, T, n, release = 8, 3, 2, 30
-    c = make(heads=1, head_dim=d, t_kv=T, depth=4)
+    c = make(heads=1, head_dim=d, t_kv=T, depth=4, read_register=rr)
     tr = Traffic(c, p_ready=dict(read_data=1.0, score=0.0))
     rng = random.Random(15)
     for _ in range(n):
@@ -475,17 +488,20 @@ def test_read_beat_taken_during_score_stall():
     beats = [cyc for cyc, _ in tr.log["read_data"]]
     scores = [cyc for cyc, _ in tr.log["score"]]
     # key 1's last plane reaches the Horner stage (and stalls, key 0 still held) in the
-    # cycle read plane 0 is valid, one cycle before it would be valid at the output
-    assert q + c.score_latency + (n - 1) * T - 1 == a + c.READ_LATENCY
-    assert beats[0] == a + c.READ_LATENCY < release < beats[1] and len(beats) == T
-    assert scores[0] == release and len(scores) == n
+    # cycle read plane k is valid, one cycle before it would be valid at the output
+    k = q + c.score_latency + (n - 1) * T - 1 - (a + c.read_latency)
+    assert k == (2 if rr else 0)
+    assert beats[:k + 1] == [a + c.read_latency + p for p in range(k + 1)]
+    assert beats[k] < release < (beats[k + 1] if k + 1 < T else release + 1)
+    assert len(beats) == T and scores[0] == release and len(scores) == n
 
 
-def test_query_register_zero_outside_score_walks():
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_query_register_zero_outside_score_walks(rr):
     """Operand isolation: the query register (the popcount trees' other operand) holds zeros
     whenever no score is outstanding, so memory words read for reads, and idle cycles, do not
     toggle the trees; an empty head's query is not loaded at all."""
-    c = make(heads=2, head_dim=8, t_kv=3, depth=4)
+    c = make(heads=2, head_dim=8, t_kv=3, depth=4, read_register=rr)
     tr = Traffic(c, p_valid=0.6, p_ready=0.6, seed=16)
     rng = random.Random(17)
     tr.query(1, random_vector(rng, 3, 8, "plus"))  # alone, to an empty head: never loaded
@@ -513,12 +529,13 @@ def test_query_register_zero_outside_score_walks():
     assert sum(b["empty"] for _, b in tr.log["score"]) >= 2
 
 
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
 @pytest.mark.parametrize("T,Tq", [(1, 1), (2, 2), (3, 5), (7, 7), (7, 1)])
-def test_score_extremes(T, Tq):
+def test_score_extremes(T, Tq, rr):
     """All +max, all -max, zeros and random planes, T = 1 .. T_kv, Tq != T."""
     d = 16
     kinds = ["plus", "minus", "zero", "random", "sparse", "plus"]
-    c = make(heads=1, head_dim=d, t_kv=T, t_q=Tq, depth=len(kinds))
+    c = make(heads=1, head_dim=d, t_kv=T, t_q=Tq, depth=len(kinds), read_register=rr)
     tr = Traffic(c, p_valid=0.8, p_ready=0.6, seed=T * 10 + Tq)
     rng = random.Random(T * 100 + Tq)
     for k in kinds:
@@ -616,8 +633,9 @@ def test_score_matches_reference_with_invalid_planes():
     assert [b["score"] for _, b in tr.log["score"]] == tr.exp_score_ref.tolist()
 
 
-def test_reset_mid_stream():
-    c = make(heads=2, head_dim=8, t_kv=3, depth=4)
+@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_reset_mid_stream(rr):
+    c = make(heads=2, head_dim=8, t_kv=3, depth=4, read_register=rr)
     tr = Traffic(c, p_valid=0.7, p_ready=0.6, seed=12, reset_at=25)
     rng = random.Random(13)
     for _ in range(12):
@@ -635,7 +653,7 @@ def test_reset_mid_stream():
 def test_constructor_validation():
     ok = dict(heads=2, head_dim=8, t_kv=3, depth=4)
     for key, bad in [("heads", 0), ("head_dim", 0), ("t_kv", 16), ("depth", 0), ("t_kv", 2.0),
-                     ("t_q", 0), ("ring", 1), ("with_score", None)]:
+                     ("t_q", 0), ("ring", 1), ("with_score", None), ("read_register", 1)]:
         with pytest.raises(ValueError, match=key):
             SpikeKvCache(**{**ok, key: bad})
 
@@ -644,6 +662,7 @@ def test_from_params_and_port_names():
     p = SimpleNamespace(heads=2, head_dim=64, t_kv=7, kv_depth=16)
     c = kv_cache_from_params(p)
     assert (c.heads, c.head_dim, c.t_kv, c.depth, c.t_q, c.ring) == (2, 64, 7, 16, 7, False)
+    assert not c.read_register  # an HwParams-like object without the field
     assert c.word_bits == 128 and c.mem_depth == 2 * 16 * 7
     assert c.score_bits == (64 * 127 * 127).bit_length() + 1
     c._MustUse__silence = True  # only inspected, never simulated
@@ -652,9 +671,10 @@ def test_from_params_and_port_names():
     except ImportError:
         HwParams = None
     if HwParams is not None:
-        hp = HwParams(heads=2, head_dim=16, kv_depth=8)
+        hp = HwParams(heads=2, head_dim=16, kv_depth=8, read_register=True)
         c2 = kv_cache_from_params(hp)
         assert (c2.heads, c2.head_dim, c2.t_kv, c2.depth) == (2, 16, hp.t_kv, 8)
+        assert c2.read_register
         c2._MustUse__silence = True
     # the port list is a contract with the cosim drivers (docs/kv-cache.md)
     v = verilog.convert(make(heads=2, head_dim=8, t_kv=3, depth=4), name="spike_kv_cache")

@@ -38,6 +38,10 @@ def test_t_kv_default_follows_t_max():
     ({"heads": 0}, "heads must be in 1..64"),
     ({"lanes": 8.0}, "lanes must be an integer"),
     ({"lanes": True}, "lanes must be an integer"),
+    ({"read_register": 1}, "read_register must be True or False, not 1"),
+    ({"firing_parts": 4}, "firing_parts must be in 1..3, not 4"),
+    ({"read_register": True, "bram_rows": 1000}, "bram_rows must be a power of two"),
+    ({"bram_rows": 2048}, "bram_rows must be 0 without read_register, not 2048"),
 ])
 def test_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -46,7 +50,8 @@ def test_invalid(kwargs, match):
 
 def test_json_round_trip():
     p = HwParams(lanes=8, w_bits=3, t_max=5, in_max=64, kv_depth=16, heads=1, head_dim=8,
-                 t_kv=3, frac_bits=4, theta_bits=12)
+                 t_kv=3, frac_bits=4, theta_bits=12, read_register=True, bram_rows=16,
+                 firing_parts=1)
     text = p.to_json()
     assert '"acc_bits"' in text
     assert HwParams.from_json(text) == p

@@ -1,5 +1,6 @@
 """TernaryAccumulatorArray against spikemllm.sw.events.accumulate_events (Amaranth simulator)."""
 
+import dataclasses
 import gc
 import itertools
 import warnings
@@ -14,6 +15,8 @@ from spikemllm.hw.streams import unpack_acc_vector
 from spikemllm.sw import events as E
 
 P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16)
+P_RR = dataclasses.replace(P, read_register=True, bram_rows=4)  # 4 banks of 4 rows
+BOTH = pytest.mark.parametrize("p", [P, P_RR], ids=["plain", "read_register"])
 
 
 def simulate(p, w, ev, *, horner=True, p_valid=1.0, p_ready=1.0, seed=0, **kw):
@@ -40,12 +43,13 @@ def random_case(p, rng, n_tokens, density=0.3, T=None):
     return w, ev, mod
 
 
+@BOTH
 @pytest.mark.parametrize("horner", [True, False])
 @pytest.mark.parametrize("seed, p_valid, p_ready", [(1, 1.0, 1.0), (2, 0.6, 0.5), (3, 0.9, 0.2)])
-def test_random_streams_match_reference(horner, seed, p_valid, p_ready):
+def test_random_streams_match_reference(p, horner, seed, p_valid, p_ready):
     rng = np.random.default_rng(seed)
-    w, ev, mod = random_case(P, rng, 12)
-    acc, mods, *_ = simulate(P, w, ev, horner=horner, p_valid=p_valid, p_ready=p_ready, seed=seed)
+    w, ev, mod = random_case(p, rng, 12)
+    acc, mods, *_ = simulate(p, w, ev, horner=horner, p_valid=p_valid, p_ready=p_ready, seed=seed)
     np.testing.assert_array_equal(acc, E.accumulate_events(ev, w, horner=horner))
     assert mods == list(mod)
 
@@ -74,18 +78,20 @@ def test_exhaustive_small():
         np.testing.assert_array_equal(acc, q @ w.T)
 
 
-def test_throughput_one_event_per_clock():
+@pytest.mark.parametrize("p, latency", [(P, 2), (P_RR, 3)], ids=["plain", "read_register"])
+def test_throughput_one_event_per_clock(p, latency):
     """N events with no gaps and a ready sink: accepted in N consecutive cycles, each token's
-    vector on o_stream exactly LATENCY cycles after its last event, across step and token ends."""
+    vector on o_stream exactly LATENCY cycles after its last event, across step and token ends
+    (one cycle more with read_register)."""
     rng = np.random.default_rng(7)
-    w, ev, _ = random_case(P, rng, 10, density=0.4)
-    acc, _, src, snk, _ = simulate(P, w, ev)
+    w, ev, _ = random_case(p, rng, 10, density=0.4)
+    acc, _, src, snk, _ = simulate(p, w, ev)
     n = len(ev)
     assert src.accepted == list(range(src.accepted[0], src.accepted[0] + n))
     ends = [src.accepted[i] for i in np.nonzero(ev["last_in_token"])[0]]
-    assert snk.cycles == [c + TernaryAccumulatorArray.LATENCY for c in ends]
-    # N events take N + LATENCY cycles from the first acceptance to the last vector's valid
-    assert snk.cycles[-1] - src.accepted[0] + 1 == n + TernaryAccumulatorArray.LATENCY
+    assert snk.cycles == [c + latency for c in ends]
+    # N events take N + latency cycles from the first acceptance to the last vector's valid
+    assert snk.cycles[-1] - src.accepted[0] + 1 == n + latency
     np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
 
 
@@ -99,24 +105,27 @@ def test_single_event_tokens_back_to_back():
     np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
 
 
-def test_backpressure_stalls_without_loss():
+@BOTH
+def test_backpressure_stalls_without_loss(p):
     rng = np.random.default_rng(9)
-    w, ev, _ = random_case(P, rng, 15, density=0.05, T=np.ones(15, int))  # many token ends
-    acc, _, src, snk, watched = simulate(P, w, ev, p_ready=0.15, seed=9)
+    w, ev, _ = random_case(p, rng, 15, density=0.05, T=np.ones(15, int))  # many token ends
+    acc, _, src, snk, watched = simulate(p, w, ev, p_ready=0.15, seed=9)
     np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
     assert len(src.accepted) == len(ev)
 
 
-def test_finished_vector_holds_the_next_token():
+@pytest.mark.parametrize("p, latency", [(P, 2), (P_RR, 3)], ids=["plain", "read_register"])
+def test_finished_vector_holds_the_next_token(p, latency):
     """No output register: the accumulators are o_stream's payload. With o_stream never
     ready, the finished vector stays offered and unchanged, and the array takes exactly one
-    event of the next token (into the read stage) and then holds it."""
+    event of the next token (into the read stage; two with read_register, one per stage)
+    and then holds it."""
     rng = np.random.default_rng(11)
-    w, ev, _ = random_case(P, rng, 2, density=0.5, T=np.array([3, 2]))
+    w, ev, _ = random_case(p, rng, 2, density=0.5, T=np.array([3, 2]))
     n0 = int(np.nonzero(ev["last_in_token"])[0][0]) + 1
-    dut = TernaryAccumulatorArray(params=P)
-    wsrc = Source(dut.w_stream, weight_words(P, w))
-    words = [int(x) for x in E.EventLayout(P.in_max, P.t_max).pack(ev)]
+    dut = TernaryAccumulatorArray(params=p)
+    wsrc = Source(dut.w_stream, weight_words(p, w))
+    words = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev)]
     src = Source(dut.i_stream, words, start=len(wsrc.words))
     snk = Sink(dut.o_stream, p_ready=0.0)
     end = len(wsrc.words) + len(words) + 30
@@ -126,19 +135,20 @@ def test_finished_vector_holds_the_next_token():
 
     _, watched = run(dut, [wsrc, src], [snk], setup=setup, until=lambda c: c >= end,
                      watch=[dut.o_stream.valid, dut.o_stream.payload.as_value()])
-    assert len(src.accepted) == n0 + 1
+    assert dut.latency == latency
+    assert len(src.accepted) == n0 + 1 + p.read_register
     ref = E.accumulate_events(ev, w)[0]
-    first = src.accepted[n0 - 1] + TernaryAccumulatorArray.LATENCY
+    first = src.accepted[n0 - 1] + latency
     held = watched[first:]
     assert len(held) > 20 and all(v == 1 for v, _ in held)
     assert {x for _, x in held} == {held[0][1]}
-    np.testing.assert_array_equal(unpack_acc_vector(P, held[0][1])[0], ref)
+    np.testing.assert_array_equal(unpack_acc_vector(p, held[0][1])[0], ref)
     assert snk.words == []
 
 
-def test_extremes_reach_the_bound_without_overflow():
+@BOTH
+def test_extremes_reach_the_bound_without_overflow(p):
     """All spikes one sign, every step, every input, extreme weights, T = T_MAX and T = 1."""
-    p = P
     n = p.in_max
     for T in (p.t_max, 1):
         for w_val, s_val in ((p.w_min, 1), (p.w_min, -1), (p.w_max, 1), (p.w_max, -1)):
@@ -154,12 +164,13 @@ def test_extremes_reach_the_bound_without_overflow():
                 assert abs(int(ref[0, 0])) == p.acc_bound  # the bound is reached and fits
 
 
-def test_reset_mid_stream():
+@BOTH
+def test_reset_mid_stream(p):
     """Reset in the middle of a token; the array restarts clean (weights survive)."""
     rng = np.random.default_rng(10)
-    w, ev1, _ = random_case(P, rng, 6, density=0.5, T=np.full(6, 4))
-    _, ev2, _ = random_case(P, rng, 5)
-    words2 = [int(x) for x in E.EventLayout(P.in_max, P.t_max).pack(ev2)]
+    w, ev1, _ = random_case(p, rng, 6, density=0.5, T=np.full(6, 4))
+    _, ev2, _ = random_case(p, rng, 5)
+    words2 = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev2)]
 
     def after_reset(sources, sinks):
         sources[1].words = words2
@@ -167,7 +178,7 @@ def test_reset_mid_stream():
         sinks[0].expect = int(ev2["last_in_token"].sum())
 
     # weights take in_max cycles; reset lands inside the first stream (about 150 events)
-    acc, *_ = simulate(P, w, ev1, reset_at=P.in_max + 40, after_reset=after_reset,
+    acc, *_ = simulate(p, w, ev1, reset_at=p.in_max + 40, after_reset=after_reset,
                        p_ready=0.5, seed=10)
     np.testing.assert_array_equal(acc, E.accumulate_events(ev2, w))
 
