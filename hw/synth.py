@@ -1111,6 +1111,8 @@ def check_goals(report):
         if key == "ecp5_fmax" and ecp5.get("reduced"):
             note = "reduced configuration (the default does not fit)"
         met = v >= goal and not note
+        if key == "ecp5_fmax" and ecp5.get("params", {}).get("read_register"):
+            note = "; ".join(filter(None, (note, "fpga RTL style")))
         if key == "energy_ratio_pe_array" and not met:
             note = _sram_bound_note(report, goal)
         out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,
