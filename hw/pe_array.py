@@ -44,7 +44,12 @@ class TernaryAccumulatorArray(wiring.Component):
     The lanes then subtract as ``acc + ~w + 1``, one carry chain with a carry-in, instead of
     negating ``w`` in a chain of its own, and the accumulators load only in cycles with an
     event, through the flip-flops' enable. Both suit an FPGA (one LUT before the carry
-    chain, enable pins in every flip-flop).
+    chain, enable pins in every flip-flop). A token's vector also moves into an output
+    register at its last event, so the next token goes on while it is offered; the array
+    stalls only at a token's last event while the previous vector is still offered. Its
+    ``i_stream.ready`` then depends on registered state only, never on ``o_stream.ready``
+    (on an FPGA that combinational path reached every block RAM's read enable). With a
+    ready sink a token of one event, right after another token, waits one cycle.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
@@ -126,8 +131,13 @@ class TernaryAccumulatorArray(wiring.Component):
         fresh = Signal()  # the accumulators hold a finished vector: the next event loads
         stall = Signal()
         last_valid = s1.valid | ev.valid if p.read_register else s1.valid
+        if p.read_register:
+            # registered state only: o_stream.ready reaches no read enable or accumulator
+            stall_when = ev.valid & ev.token_end & o_valid
+        else:
+            stall_when = ev.valid & o_valid & ~self.o_stream.ready
         m.d.comb += [
-            stall.eq(ev.valid & o_valid & ~self.o_stream.ready),
+            stall.eq(stall_when),
             self.i_stream.ready.eq(~stall),
             rd_addr.eq(self.i_stream.payload.index),
             rd_en.eq(~stall),
@@ -176,6 +186,10 @@ class TernaryAccumulatorArray(wiring.Component):
                 with m.If(step):
                     m.d.sync += acc.eq(Mux(ev.step_end & ~ev.token_end & self.horner,
                                            s << 1, s))
+                out = Signal(signed(p.acc_bits), name=f"out{lane}")
+                with m.If(step & ev.token_end):
+                    m.d.sync += out.eq(s)
+                m.d.comb += self.o_stream.payload.acc[lane].eq(out)
             else:
                 # The accumulators load in every cycle, with no enable mux: a cycle without
                 # an event (or stalled) adds 0 and neither doubles nor restarts, which holds.
@@ -191,7 +205,7 @@ class TernaryAccumulatorArray(wiring.Component):
                 # loads) then runs beside the carry chain.
                 m.d.comb += s.eq(Mux(first, add, acc + add))
                 m.d.sync += acc.eq(Mux(double, s << 1, s))
-            m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
+                m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
         with m.If(o_valid & self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
