@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .registered_memory import RegisteredReadMemory
+from .registered_memory import RegisteredReadMemory, check_bank_rows
 
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
            "pack_inputs"]
@@ -131,6 +131,7 @@ class DenseMacLanes(wiring.Component):
             _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
             if not isinstance(read_register, bool):
                 raise ValueError(f"read_register must be True or False, not {read_register!r}")
+            check_bank_rows(bram_rows, "bram_rows")
             if bram_rows and not read_register:
                 raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
         except ValueError:

@@ -161,12 +161,11 @@ class TernaryAccumulatorArray(wiring.Component):
         modality = Signal()
         m.d.comb += self.o_stream.payload.modality.eq(modality)
         step = Signal()      # an event is processed this cycle
-        # asic style only (read_register selects with the flip-flops' enable instead):
-        zero = Signal()      # its operand is 0 (no event, or an empty one)
-        first = Signal()     # it starts a new token: load instead of add
-        double = Signal()    # Horner step end
         m.d.comb += step.eq(ev.valid & ~stall)
-        if not p.read_register:
+        if not p.read_register:  # (read_register selects with the flip-flops' enable)
+            zero = Signal()      # its operand is 0 (no event, or an empty one)
+            first = Signal()     # it starts a new token: load instead of add
+            double = Signal()    # Horner step end
             m.d.comb += [
                 zero.eq(~step | ev.empty),
                 first.eq(step & fresh),
@@ -178,8 +177,7 @@ class TernaryAccumulatorArray(wiring.Component):
             # fits: |acc +- w| <= acc_bound (see HwParams)
             if p.read_register:
                 # one carry chain: acc - w = acc + ~w + 1. The flip-flops' enable (step)
-                # holds, so the restart and doubling selects need not wait for o_stream.ready
-                # (it reaches the enables only, not the 768 adder inputs).
+                # holds, so the restart and doubling selects do not wait for the stall.
                 w = row.word_select(lane, p.w_bits)
                 addend = Mux(ev.empty, 0, Mux(ev.sign, ~w, w)).as_signed()
                 m.d.comb += s.eq(Mux(fresh, 0, acc) + addend + (ev.sign & ~ev.empty))

@@ -8,7 +8,13 @@ from amaranth.lib.wiring import In, Out
 
 from .params import clog2, is_pow2
 
-__all__ = ["RegisteredReadMemory"]
+__all__ = ["RegisteredReadMemory", "check_bank_rows"]
+
+
+def check_bank_rows(value, name="bank_rows"):
+    """ValueError unless ``value`` is 0 (one bank) or a power of two in 2..2**20."""
+    if value != 0 and not (is_pow2(value) and 2 <= value <= 1 << 20):
+        raise ValueError(f"{name} must be 0 or a power of two in 2..{1 << 20}, not {value!r}")
 
 
 class RegisteredReadMemory(wiring.Component):
@@ -52,9 +58,7 @@ class RegisteredReadMemory(wiring.Component):
         try:
             if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 1 << 20:
                 raise ValueError(f"depth must be an integer in 1..{1 << 20}, not {depth!r}")
-            if bank_rows != 0 and not (is_pow2(bank_rows) and 2 <= bank_rows <= 1 << 20):
-                raise ValueError(f"bank_rows must be 0 or a power of two in 2..{1 << 20}, "
-                                 f"not {bank_rows!r}")
+            check_bank_rows(bank_rows)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise

@@ -129,9 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser):
                         ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
     parser.add_argument("--rtl-style", choices=("auto",) + tuple(RTL_STYLES), default="auto",
-                        help="RTL pipeline for the technology: asic (HwParams defaults) or "
-                             "fpga (read_register: memory read address and data registered, "
-                             "+1 cycle in the PE array and MAC baseline, +2 in the KV caches; "
+                        help="RTL pipeline for the technology, the same arithmetic: asic "
+                             "(HwParams defaults) or fpga (read_register: memory reads "
+                             "registered, PE output register, adder trees cut, +1 cycle in the "
+                             "PE array and MAC baseline, +2 for KV reads and +4 for KV scores; "
                              "bram_rows=2048: one read register per block-RAM bank; "
                              "firing_parts=1: one carry chain per firing remainder); auto = "
                              "fpga for ice40 and ecp5, asic for generic and sky130 "

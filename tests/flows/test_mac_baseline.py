@@ -120,7 +120,8 @@ def test_extreme_values_do_not_overflow(rr):
 @pytest.mark.parametrize("kw, field", [
     (dict(lanes=0), "lanes"), (dict(w_bits=1), "w_bits"), (dict(a_bits=17), "a_bits"),
     (dict(in_max=1), "in_max"), (dict(acc_bits=3), "acc_bits"), (dict(lanes=2.0), "lanes"),
-    (dict(read_register=1), "read_register"),
+    (dict(read_register=1), "read_register"), (dict(read_register=True, bram_rows=6), "bram_rows"),
+    (dict(bram_rows=8), "bram_rows must be 0 without read_register"),
 ])
 def test_bad_parameters_are_named(kw, field):
     args = dict(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)

@@ -653,7 +653,8 @@ def test_reset_mid_stream(rr):
 def test_constructor_validation():
     ok = dict(heads=2, head_dim=8, t_kv=3, depth=4)
     for key, bad in [("heads", 0), ("head_dim", 0), ("t_kv", 16), ("depth", 0), ("t_kv", 2.0),
-                     ("t_q", 0), ("ring", 1), ("with_score", None), ("read_register", 1)]:
+                     ("t_q", 0), ("ring", 1), ("with_score", None), ("read_register", 1),
+                     ("bram_rows", 3)]:
         with pytest.raises(ValueError, match=key):
             SpikeKvCache(**{**ok, key: bad})
 
