@@ -41,6 +41,7 @@ results go under build/formal/. docs/reliability.md has the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -284,12 +285,14 @@ class PeArrayHarness(_Harness):
     exceed ``acc_bound`` and the comparison must fail.
     """
 
-    QUEUE = 3  # shadow vectors in flight (the design holds at most 2, asserted)
-
     def __init__(self, *, params, mutant=False):
         from .pe_array import TernaryAccumulatorArray
         super().__init__(TernaryAccumulatorArray(params=params), mutant=mutant)
         self.params = params
+        # vectors in flight the design can hold (asserted): the offered one and a token
+        # ended in the pipeline; the fpga style's output register and extra stage add one
+        self.in_flight = 3 if params.read_register else 2
+        self.QUEUE = self.in_flight + 1  # shadow vectors
 
     def elaborate(self, platform):
         p = self.params
@@ -366,7 +369,7 @@ class PeArrayHarness(_Harness):
                 m.d.sync += [a.eq(s << 1) for a, s in zip(accs, sums)]
             with m.Else():
                 m.d.sync += [a.eq(s) for a, s in zip(accs, sums)]
-        m.d.comb += Assert(count <= 2, "more than two vectors in flight")
+        m.d.comb += Assert(count <= self.in_flight, "more vectors in flight than it holds")
         for k in range(self.QUEUE):
             # after a pop every entry moves down one place
             shifted = queue[k + 1] if k + 1 < self.QUEUE else Const(0, vec_bits)
@@ -385,7 +388,7 @@ class PeArrayHarness(_Harness):
             m.d.comb += Cover(o.payload.acc[0] == p.acc_bound, "lane 0 reaches +acc_bound")
             m.d.comb += Cover(o.payload.acc[lanes - 1] == -p.acc_bound,
                               "last lane reaches -acc_bound")
-        m.d.comb += Cover(count == 2, "two vectors in flight (output stalled)")
+        m.d.comb += Cover(count == self.in_flight, "every vector slot in use (output stalled)")
         return m
 
 
@@ -588,6 +591,7 @@ _FIRING_P = HwParams(lanes=2, w_bits=2, t_max=3, in_max=2, kv_depth=2, heads=1, 
                      t_kv=1, frac_bits=1, theta_bits=3)
 _PE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2, t_kv=1,
                  frac_bits=1, theta_bits=3)
+_PE_P_FPGA = dataclasses.replace(_PE_P, read_register=True, bram_rows=2)
 _ENGINE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)
 
@@ -607,6 +611,12 @@ PROOFS = (
           "no overflow: every vector equals a wide shadow of accumulate_events and the shadow "
           "stays within +-acc_bound; weights written at any time; stream rules",
           lambda mutant: PeArrayHarness(params=_PE_P, mutant=mutant),
+          depth=12, cover_depth=12, mutant_fails="vector != shadow"),
+    Proof("pe_array_fpga", "TernaryAccumulatorArray (fpga style)",
+          _describe(_PE_P_FPGA) + " read_register bram_rows=2",
+          "as pe_array, for the fpga style: registered weight row, output register, stall "
+          "on registered state; up to three vectors in flight",
+          lambda mutant: PeArrayHarness(params=_PE_P_FPGA, mutant=mutant),
           depth=12, cover_depth=12, mutant_fails="vector != shadow"),
     Proof("kv_cache_flags", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
           "count <= depth, full == (count == depth), count moves only by +1 on an accepted "
