@@ -402,10 +402,11 @@ class KvCacheHarness(_Harness):
     """
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, read_back=True,
-                 mutant=False):
+                 read_register=False, bram_rows=0, mutant=False):
         from .kv_cache import SpikeKvCache
         super().__init__(SpikeKvCache(heads=heads, head_dim=head_dim, t_kv=t_kv, depth=depth,
-                                      t_q=t_q, ring=ring), mutant=mutant)
+                                      t_q=t_q, ring=ring, read_register=read_register,
+                                      bram_rows=bram_rows), mutant=mutant)
         self.read_back = read_back and not ring
 
     def elaborate(self, platform):
@@ -632,6 +633,13 @@ PROOFS = (
           lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
                                         mutant=mutant),
           depth=16, cover_depth=16, mutant_fails="read data != stored data"),
+    Proof("kv_cache_fpga", "SpikeKvCache (fpga style)",
+          "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False read_register bram_rows=2",
+          "as kv_cache, for the fpga style: registered read address and word, 4 banks of 2 "
+          "rows each with its own read register",
+          lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
+                                        read_register=True, bram_rows=2, mutant=mutant),
+          depth=18, cover_depth=18, mutant_fails="read data != stored data"),
     Proof("kv_cache_ring", "SpikeKvCache", "heads=1 head_dim=1 t_kv=2 depth=2 t_q=1 ring=True",
           "count <= depth, full == (count == depth), count saturates at depth (oldest "
           "overwritten, no error), stream rules",
