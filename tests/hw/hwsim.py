@@ -129,6 +129,29 @@ def run(dut, sources=(), sinks=(), *, setup=None, watch=(), seed=0, max_cycles=1
 
 # ---- helpers shared by the block tests ------------------------------------------------------
 
+def run_testbench(dut, testbench):
+    """Simulate ``dut`` in a ``sync`` domain (10 ns clock) with one async ``testbench(ctx)``."""
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = ClockDomain("sync")
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def input_ready_ignoring_output(ctx, dut):
+    """``dut.i_stream.ready`` in this cycle, asserted to be the same for
+    ``dut.o_stream.ready`` = 0 and 1 (no combinational path from one to the other). Leaves
+    ``o_stream.ready`` at 1; the caller sets the value it wants next."""
+    ready = []
+    for r in (0, 1):
+        ctx.set(dut.o_stream.ready, r)
+        ready.append(ctx.get(dut.i_stream.ready))
+    assert ready[0] == ready[1], "i_stream.ready follows o_stream.ready"
+    return ready[0]
+
+
 def weight_words(params, w):
     """w_stream payload words {addr, data} writing weight matrix w [lanes, in_max]."""
     from spikemllm.sw.events import pack_weight_rows
