@@ -14,7 +14,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .registered_memory import RegisteredReadMemory, check_bank_rows
+from .registered_memory import RegisteredReadMemory, check_read_register
 
 __all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
 
@@ -284,11 +284,7 @@ class SpikeKvCache(wiring.Component):
                 raise ValueError(f"ring must be True or False, not {ring!r}")
             if not isinstance(with_score, bool):
                 raise ValueError(f"with_score must be True or False, not {with_score!r}")
-            if not isinstance(read_register, bool):
-                raise ValueError(f"read_register must be True or False, not {read_register!r}")
-            check_bank_rows(bram_rows, "bram_rows")
-            if bram_rows and not read_register:
-                raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
+            check_read_register(read_register, bram_rows)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise

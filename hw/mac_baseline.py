@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .registered_memory import RegisteredReadMemory, check_bank_rows
+from .registered_memory import RegisteredReadMemory, check_read_register
 
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
            "pack_inputs"]
@@ -129,11 +129,7 @@ class DenseMacLanes(wiring.Component):
             if acc_bits is None:
                 acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
             _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
-            if not isinstance(read_register, bool):
-                raise ValueError(f"read_register must be True or False, not {read_register!r}")
-            check_bank_rows(bram_rows, "bram_rows")
-            if bram_rows and not read_register:
-                raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
+            check_read_register(read_register, bram_rows)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise

@@ -8,13 +8,23 @@ from amaranth.lib.wiring import In, Out
 
 from .params import clog2, is_pow2
 
-__all__ = ["RegisteredReadMemory", "check_bank_rows"]
+__all__ = ["RegisteredReadMemory", "check_bank_rows", "check_read_register"]
 
 
 def check_bank_rows(value, name="bank_rows"):
     """ValueError unless ``value`` is 0 (one bank) or a power of two in 2..2**20."""
     if value != 0 and not (is_pow2(value) and 2 <= value <= 1 << 20):
         raise ValueError(f"{name} must be 0 or a power of two in 2..{1 << 20}, not {value!r}")
+
+
+def check_read_register(read_register, bram_rows):
+    """ValueError unless ``read_register`` is a bool and ``bram_rows`` a valid bank size that
+    is 0 without it (the blocks' ``read_register``/``bram_rows`` keyword pair)."""
+    if not isinstance(read_register, bool):
+        raise ValueError(f"read_register must be True or False, not {read_register!r}")
+    check_bank_rows(bram_rows, "bram_rows")
+    if bram_rows and not read_register:
+        raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
 
 
 class RegisteredReadMemory(wiring.Component):
