@@ -157,8 +157,9 @@ class SpikeKvCache(wiring.Component):
     cycle, not stored, and the sticky ``error`` flag is set; the same for ``head >= heads``.
     With ``ring=True`` a full head instead overwrites its oldest token (``count`` stays at
     ``depth``, the logical token 0 becomes the next-oldest). In ring mode appends wait while
-    a read or score walk is in progress (so a walk never sees a half-overwritten token); in
-    non-ring mode they run alongside walks (a walk only reads slots below the count it
+    a read or score walk is in progress, and with ``read_register`` also while a walk's
+    last plane read is still ahead of the memory (so a walk never sees a half-overwritten
+    token); in non-ring mode they run alongside walks (a walk only reads slots below the count it
     sampled, appends only write the slot at the count).
 
     **Read** (``read_stream`` -> ``read_data_stream``). A request ``{head, token}`` (token 0 =
@@ -236,7 +237,12 @@ class SpikeKvCache(wiring.Component):
         (after POP_CUT_LEVELS and TERM_CUT_LEVELS levels), SCORE_CUT_CYCLES = 2 more cycles
         for scores and empty beats, and the weighted sum's final adder moves into the
         Horner stage. The instance's ``read_latency``, ``score_latency`` and
-        ``empty_latency`` include all of these.
+        ``empty_latency`` include all of these. The memory reads only words that are
+        used (an out-of-range request or an empty head reads nothing), so it never reads
+        the address being written in the same cycle; its banks carry Yosys's
+        ``no_rw_check`` attribute, and FPGA flows build no read-old-data logic for them.
+        (A walk in progress when ``clear`` rises is the exception; its answers are
+        undefined either way.)
     bram_rows : int
         With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
 
@@ -261,6 +267,9 @@ class SpikeKvCache(wiring.Component):
         Bit h: head h holds ``depth`` tokens.
     error : Out(1)
         Sticky: an append was refused (head full without ring, or head out of range).
+    planes : RegisteredReadMemory or None
+        With ``read_register``, the store (its ports are what the tests and the formal
+        harness watch for read/write collisions); None otherwise.
     """
 
     READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
@@ -351,6 +360,11 @@ class SpikeKvCache(wiring.Component):
         if not with_score:
             del members["query_stream"], members["score_stream"]
         super().__init__(members)
+        self.planes = RegisteredReadMemory(
+            shape=self.word_layout, depth=self.mem_depth, bank_rows=bram_rows,
+            no_rw_check=True) if read_register else None
+        if self.planes is not None:
+            self.planes._MustUse__silence = True  # built with this block; it warns for both
 
     # -- word packing for drivers and golden files (LSB first, fields in layout order) --------
 
@@ -401,8 +415,7 @@ class SpikeKvCache(wiring.Component):
         ring = self.ring
 
         if self.read_register:
-            m.submodules.planes = mem = RegisteredReadMemory(
-                shape=self.word_layout, depth=self.mem_depth, bank_rows=self.bram_rows)
+            m.submodules.planes = mem = self.planes
             wport = SimpleNamespace(en=mem.w_en, addr=mem.w_addr, data=mem.w_data)
         else:
             m.submodules.planes = mem = memory.Memory(shape=self.word_layout,
@@ -433,6 +446,7 @@ class SpikeKvCache(wiring.Component):
         busy = Signal()
         stall = Signal()
         accepting = Signal()
+        read_pending = Signal()  # read_register: a walk's plane read is still in stage a
 
         # ---- append ----------------------------------------------------------------------
         ap = self.append_stream
@@ -443,7 +457,7 @@ class SpikeKvCache(wiring.Component):
         a_full = a_count == D
         a_slot = wptrs[a_head] if ring else a_count
         append_mid = a_plane != 0
-        a_blocked = self.clear | (busy | accepting if ring else 0)
+        a_blocked = self.clear | (busy | accepting | read_pending if ring else 0)
 
         # The write port is registered: a plane lands one cycle after it is presented, so the
         # memory's write enable (one pin per data bit) is driven by a flip-flop, not by the
@@ -553,6 +567,7 @@ class SpikeKvCache(wiring.Component):
             # the address arithmetic (a multiply by t_kv) ends at a flip-flop, not at block
             # RAMs spread over the chip; stage a's valid is the read enable
             r_addr = Signal(range(self.mem_depth))
+            r_used = Signal()  # the word is used: in range, not an empty head's walk
         else:
             m.d.comb += [rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
 
@@ -569,8 +584,8 @@ class SpikeKvCache(wiring.Component):
             a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
             m1 = tuple(Signal.like(x, name=f"m1{x.name[2:]}") for x in s1)
             word = mem.r_data
-            m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(a1[0] & ~stall),
-                         mem.r_load.eq(~stall)]
+            m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(r_used & ~stall),
+                         mem.r_load.eq(~stall), read_pending.eq(a1[0])]
             if S:  # a score walk's plane still ahead of stage 1 (valid & score)
                 m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1])
             at_issue = a1
@@ -585,7 +600,8 @@ class SpikeKvCache(wiring.Component):
                 i_last.eq(last_key), i_key.eq(w_key),
             ]
             if self.read_register:
-                m.d.sync += r_addr.eq(addr(w_head, w_slot, w_plane))
+                m.d.sync += [r_addr.eq(addr(w_head, w_slot, w_plane)),
+                             r_used.eq(w_in_range & ~w_empty)]
             with m.If(last_plane):
                 m.d.sync += [w_plane.eq(0), w_key.eq(w_key + 1), w_slot.eq(wrap(w_slot)),
                              w_left.eq(w_left - 1)]
@@ -595,7 +611,7 @@ class SpikeKvCache(wiring.Component):
                 m.d.sync += w_plane.eq(w_plane + 1)
         if self.read_register:
             with m.Elif(~stall):
-                m.d.sync += i_valid.eq(0)
+                m.d.sync += [i_valid.eq(0), r_used.eq(0)]
             with m.If(~stall):
                 m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
                 m.d.sync += [a.eq(b) for a, b in zip(s1, m1)]

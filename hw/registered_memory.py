@@ -49,6 +49,13 @@ class RegisteredReadMemory(wiring.Component):
         Words, 1..2**20.
     bank_rows : int
         Rows per bank, 0 (one bank) or a power of two 2..2**20.
+    no_rw_check : bool
+        The user never reads an address at the edge that writes it (or never uses that
+        word). The banks then carry Yosys's ``no_rw_check`` attribute: FPGA block RAMs
+        return an undefined word on such a collision, and without the attribute Yosys
+        builds read-old-data logic around every bank (ECP5: a write-data register, an
+        address compare and a multiplexer in front of each read register). Simulation
+        still returns the old word; the tests check the promise instead.
 
     Members
     -------
@@ -64,15 +71,17 @@ class RegisteredReadMemory(wiring.Component):
     #: at the second)
     LATENCY = 2
 
-    def __init__(self, *, shape, depth, bank_rows=0):
+    def __init__(self, *, shape, depth, bank_rows=0, no_rw_check=False):
         try:
             if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 1 << 20:
                 raise ValueError(f"depth must be an integer in 1..{1 << 20}, not {depth!r}")
             check_bank_rows(bank_rows)
+            if not isinstance(no_rw_check, bool):
+                raise ValueError(f"no_rw_check must be True or False, not {no_rw_check!r}")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
-        self.shape, self.depth = shape, depth
+        self.shape, self.depth, self.no_rw_check = shape, depth, no_rw_check
         self.bank_rows = depth if bank_rows == 0 or bank_rows >= depth else bank_rows
         self.banks = -(-depth // self.bank_rows)
         super().__init__({
@@ -88,7 +97,7 @@ class RegisteredReadMemory(wiring.Component):
         regs = []
         for b in range(self.banks):
             mem = memory.Memory(shape=self.shape, depth=min(rows, self.depth - b * rows),
-                                init=[])
+                                init=[], attrs={"no_rw_check": 1} if self.no_rw_check else None)
             m.submodules[f"bank{b}" if self.banks > 1 else "mem"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             reg = Signal(self.shape, name=f"r_data{b}")

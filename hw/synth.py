@@ -617,12 +617,24 @@ def yosys_sky130_script(top, lib, period_ps):
             ).format(il=f"{top}.il", top=top)
 
 
-def yosys_ecp5_classic_abc_script(top):
-    return (f"read_rtlil {top}.il\n"
-            f"synth_ecp5 -top {top} -run :map_luts\n"
+# Amaranth's read ports say "old data on a read/write collision" even where the RTL promises
+# never to collide and marks the memory no_rw_check (RegisteredReadMemory); read_rtlil does not
+# apply the attribute (read_verilog would), so the flow does, before the block-RAM mapping.
+# Without it Yosys builds a write-data register, an address compare and a multiplexer in front
+# of every such block RAM's read register. All marked memories are 1R1W: the mask is one bit.
+NO_RW_CHECK = "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i"
+
+
+def yosys_fpga_script(arch, top):
+    """The Yosys script for an FPGA target: ``synth_<arch>`` with :data:`NO_RW_CHECK` before
+    the block-RAM mapping; for ecp5 with the classic ``abc -lut 4`` mapper."""
+    head = (f"read_rtlil {top}.il\nsynth_{arch} -top {top} -run :map_ram\n{NO_RW_CHECK}\n")
+    stat = f"tee -q -o {top}.stat.json stat -json\n"
+    if arch != "ecp5":
+        return head + f"synth_{arch} -top {top} -run map_ram: -json {top}.json\n" + stat
+    return (head + f"synth_ecp5 -top {top} -run map_ram:map_luts\n"
             "techmap -map +/lattice/latches_map.v\nabc -dress -lut 4\nclean\n"
-            f"synth_ecp5 -top {top} -run map_cells: -json {top}.json\n"
-            f"tee -q -o {top}.stat.json stat -json\n")
+            f"synth_ecp5 -top {top} -run map_cells: -json {top}.json\n" + stat)
 
 
 def sta_script(top, lib, period_ns, act):
@@ -933,10 +945,8 @@ def run_fpga(arch, work, params, wanted, designs=None):
                  f"kv_depth={p.kv_depth}, heads={p.heads}, head_dim={p.head_dim}) ...")
             if arch == "ice40":
                 il, wrapper_ff = _io_wrapper(comp, name)
-                synth = f"synth_ice40 -top {name} -json {name}.json"
             else:
                 il, wrapper_ff = _rtlil(comp, name), 0
-                synth = f"synth_{arch} -top {name} -json {name}.json"
             (work / f"{name}.il").write_text(il)
             # Cheap pre-check of the memories (a big misfit can crash yowasp's full flow with
             # "call stack exhausted"): estimate block RAMs from the inferred memory shapes.
@@ -952,10 +962,10 @@ def run_fpga(arch, work, params, wanted, designs=None):
             if arch == "ecp5":
                 # synth_ecp5 maps LUTs with abc9 only, and yowasp's abc9 dies without a message
                 # on most of these designs (seen with Yosys 0.70): use classic abc -lut 4.
-                script, mapper = yosys_ecp5_classic_abc_script(name), "abc -dress -lut 4"
+                mapper = "abc -dress -lut 4"
             else:
-                script = f"read_rtlil {name}.il\n{synth}\ntee -q -o {name}.stat.json stat -json\n"
                 mapper = "abc9 (synth_ice40 default)"
+            script = yosys_fpga_script(arch, name)
             (work / f"{name}.ys").write_text(script)
             try:
                 _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")

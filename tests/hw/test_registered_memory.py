@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import unsigned
 from amaranth.sim import Simulator
 
@@ -60,7 +61,18 @@ def test_reads_follow_writes_across_banks(depth, bank_rows, banks):
     (dict(depth=0), "depth must be an integer in 1..1048576, not 0"),
     (dict(depth=8, bank_rows=3), "bank_rows must be 0 or a power of two in 2..1048576, not 3"),
     (dict(depth=8, bank_rows=1), "bank_rows must be 0 or a power of two"),
+    (dict(depth=8, no_rw_check=1), "no_rw_check must be True or False, not 1"),
 ])
 def test_bad_parameters_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         RegisteredReadMemory(shape=unsigned(4), **kw)
+
+
+@pytest.mark.parametrize("no_rw_check", [False, True])
+def test_no_rw_check_marks_every_bank(no_rw_check):
+    """no_rw_check puts Yosys's attribute on each bank (FPGA flows then build no
+    read-old-data logic) and on nothing else."""
+    il = rtlil.convert(RegisteredReadMemory(shape=unsigned(8), depth=12, bank_rows=4,
+                                            no_rw_check=no_rw_check))
+    assert il.count("memory width 8") == 3
+    assert il.count("attribute \\no_rw_check 1") == (3 if no_rw_check else 0)
