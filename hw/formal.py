@@ -494,10 +494,13 @@ class KvCacheHarness(_Harness):
                 with m.If(stored):
                     m.d.sync += shadow[(h, s)].eq(beat)
 
-        # outstanding reads (at most 2: one being walked, one last beat held at the output)
+        # outstanding reads: at most 2 (one being walked, one last beat held at the output);
+        # with read_register the beats of up to 3 more fit in stage a, the memory stage,
+        # stage 1 and the 2-beat output FIFO (t_kv 2), and the walker holds the next
+        max_reads = 4 if dut.read_register else 2
         entry_bits = word * T + 1 + dut.token_bits
-        pend = [Signal(entry_bits, name=f"pending{k}") for k in range(3)]
-        npend = Signal(range(4))
+        pend = [Signal(entry_bits, name=f"pending{k}") for k in range(max_reads + 1)]
+        npend = Signal(range(max_reads + 2))
         beat_no = Signal(range(T + 1))
         r_take = rq.valid & rq.ready
         r_head, r_token = rq.payload.head, rq.payload.token
@@ -515,7 +518,7 @@ class KvCacheHarness(_Harness):
         cur_planes, cur_in_range, cur_token = cur[:word * T], cur[word * T], cur[word * T + 1:]
         # clear may not empty the cache under a read in flight (it would change the data read)
         m.d.comb += Assume(~dut.clear | ((npend == 0) & ~r_take))
-        m.d.comb += Assert(npend <= 2, "more than two reads in flight")
+        m.d.comb += Assert(npend <= max_reads, "more reads in flight than the design holds")
         m.d.comb += Assert(~rd.valid | (npend != 0), "read beat without a request")
         with m.If(rd.valid):
             m.d.comb += [
@@ -529,8 +532,8 @@ class KvCacheHarness(_Harness):
         last_beat = d_take & (beat_no == T - 1)
         with m.If(d_take):
             m.d.sync += beat_no.eq(Mux(beat_no == T - 1, 0, beat_no + 1))
-        for k in range(3):
-            shifted = pend[k + 1] if k + 1 < 3 else Const(0, entry_bits)
+        for k in range(len(pend)):
+            shifted = pend[k + 1] if k + 1 < len(pend) else Const(0, entry_bits)
             keep = Mux(last_beat, shifted, pend[k])
             slot = Mux(last_beat, npend - 1, npend)
             m.d.sync += pend[k].eq(Mux(r_take & (slot == k), new, keep))
@@ -658,7 +661,7 @@ PROOFS = (
           "address it is writing",
           lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
                                         read_register=True, bram_rows=2, mutant=mutant),
-          depth=18, cover_depth=18, mutant_fails="read data != stored data"),
+          depth=19, cover_depth=19, mutant_fails="read data != stored data"),
     Proof("kv_cache_ring", "SpikeKvCache", "heads=1 head_dim=1 t_kv=2 depth=2 t_q=1 ring=True",
           "count <= depth, full == (count == depth), count saturates at depth (oldest "
           "overwritten, no error), stream rules",

@@ -203,7 +203,9 @@ class SpikeKvCache(wiring.Component):
     score pipeline is issue -> memory word and popcounts -> weighted sum -> Horner and the
     output register. A stalled output (``ready`` low) freezes the walker and every stage (and
     the other output) without loss; a read beat taken while a held score freezes the
-    pipeline leaves a bubble behind it.
+    pipeline leaves a bubble behind it. With ``read_register`` each output has a FIFO of
+    OUTPUT_FIFO_DEPTH = 2 beats instead (reads OUTPUT_FIFO_CYCLES = 1 cycle later), and only
+    a beat that meets a full FIFO stalls: the stall comes from flip-flops, not from ``ready``.
 
     **Flags.** ``count[h]`` tokens stored for head h, ``full[h]`` = ``count[h] == depth``,
     ``error`` sticky. ``clear`` (one cycle or held) empties every head and clears ``error``;
@@ -232,7 +234,8 @@ class SpikeKvCache(wiring.Component):
     read_register : bool
         Register the read address before the memory and the memory word before stage 1
         (default False; see ``HwParams.read_register``). Reads, scores and empty beats all
-        come READ_REGISTER_CYCLES = 2 cycles later. It is the FPGA pipeline of the score
+        come READ_REGISTER_CYCLES = 2 cycles later (reads 1 more: output FIFOs, see
+        Timing). It is the FPGA pipeline of the score
         unit too: each popcount tree and the weighted-sum tree get a register inside
         (after POP_CUT_LEVELS and TERM_CUT_LEVELS levels), SCORE_CUT_CYCLES = 2 more cycles
         for scores and empty beats, and the weighted sum's final adder moves into the
@@ -276,6 +279,8 @@ class SpikeKvCache(wiring.Component):
     SCORE_PIPE = 4     # key planes: issue, memory -> popcounts, weighted sum, Horner -> output
     EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
     READ_REGISTER_CYCLES = 2  # added to all three by read_register (address and word)
+    OUTPUT_FIFO_CYCLES = 1    # added to reads by read_register (the read beats' FIFO)
+    OUTPUT_FIFO_DEPTH = 2     # read_register: beats each output holds before the stall
     SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
     POP_CUT_LEVELS = 3        # read_register: popcount trees cut after this many levels
     TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
@@ -301,7 +306,8 @@ class SpikeKvCache(wiring.Component):
         self.t_q, self.ring, self.with_score = t_q, ring, with_score
         self.read_register, self.bram_rows = read_register, bram_rows
         extra = self.READ_REGISTER_CYCLES if read_register else 0
-        self.read_latency = self.READ_LATENCY + extra
+        self.read_latency = self.READ_LATENCY + extra + (
+            self.OUTPUT_FIFO_CYCLES if read_register else 0)
         cut = self.SCORE_CUT_CYCLES if read_register else 0
         self.empty_latency = self.EMPTY_LATENCY + extra + cut
 
@@ -615,8 +621,6 @@ class SpikeKvCache(wiring.Component):
             with m.If(~stall):
                 m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
                 m.d.sync += [a.eq(b) for a, b in zip(s1, m1)]
-            with m.Elif(rd.valid & rd.ready):
-                m.d.sync += s1_valid.eq(0)  # a taken beat leaves a bubble, as below
         else:
             with m.Elif(~stall | (rd.valid & rd.ready)):
                 # a read beat taken while a score stall freezes the pipeline leaves a bubble
@@ -624,15 +628,22 @@ class SpikeKvCache(wiring.Component):
                 m.d.sync += s1_valid.eq(0)
 
         # ---- stage 1: memory word -> read beat, or -> popcounts per query plane ------------
+        beat = Signal(self.read_data_layout)
         m.d.comb += [
-            rd.valid.eq(s1_valid & ~s1_score),
-            rd.payload.pos.eq(Mux(s1_in_range, word.pos, 0)),
-            rd.payload.neg.eq(Mux(s1_in_range, word.neg, 0)),
-            rd.payload.plane.eq(s1_plane),
-            rd.payload.token.eq(s1_key),
-            rd.payload.in_range.eq(s1_in_range),
-            rd.payload.last.eq(s1_last_plane),
+            beat.pos.eq(Mux(s1_in_range, word.pos, 0)),
+            beat.neg.eq(Mux(s1_in_range, word.neg, 0)),
+            beat.plane.eq(s1_plane),
+            beat.token.eq(s1_key),
+            beat.in_range.eq(s1_in_range),
+            beat.last.eq(s1_last_plane),
         ]
+        beat_valid = s1_valid & ~s1_score
+        if self.read_register:
+            # the beat leaves through a FIFO, so the stall below depends on flip-flops only
+            # (not on read_data_stream.ready, which otherwise ran to every block RAM's enable)
+            rd_full = _output_fifo(m, rd, beat_valid & ~stall, beat, "read_fifo")
+        else:
+            m.d.comb += [rd.valid.eq(beat_valid), rd.payload.eq(beat)]
 
         if S:
             kp, kn = word.pos, word.neg
@@ -700,20 +711,28 @@ class SpikeKvCache(wiring.Component):
             acc = Signal(signed(self.score_bits))
             acc_next = Signal(signed(self.score_bits))
             m.d.comb += acc_next.eq(Mux(s3_first, 0, acc << 1) + s3_term)
-            with m.If(so.ready):
-                m.d.sync += so.valid.eq(0)
             with m.If(~stall & s3_valid):
                 m.d.sync += acc.eq(acc_next)
-                with m.If(s3_last_plane):
-                    m.d.sync += [
-                        so.valid.eq(1), so.payload.score.eq(acc_next), so.payload.token.eq(s3_key),
-                        so.payload.empty.eq(s3_empty), so.payload.last.eq(s3_last),
-                    ]
+            score = Signal(self.score_layout)
+            m.d.comb += [score.score.eq(acc_next), score.token.eq(s3_key),
+                         score.empty.eq(s3_empty), score.last.eq(s3_last)]
+            score_push = ~stall & s3_valid & s3_last_plane
+            if self.read_register:
+                so_full = _output_fifo(m, so, score_push, score, "score_fifo")
+            else:
+                with m.If(so.ready):
+                    m.d.sync += so.valid.eq(0)
+                with m.If(score_push):
+                    m.d.sync += [so.valid.eq(1), so.payload.eq(score)]
 
         # A held read beat or a full score register (with a score about to land) freezes the
         # walker and all pipeline stages; the read port holds its data while en is low.
-        score_stall = (s3_valid & s3_last_plane & so.valid & ~so.ready) if S else 0
-        m.d.comb += stall.eq((s1_valid & ~s1_score & ~rd.ready) | score_stall)
+        if self.read_register:  # flip-flops only: a full FIFO, a beat waiting for it
+            score_stall = (s3_valid & s3_last_plane & so_full) if S else 0
+            m.d.comb += stall.eq((beat_valid & rd_full) | score_stall)
+        else:
+            score_stall = (s3_valid & s3_last_plane & so.valid & ~so.ready) if S else 0
+            m.d.comb += stall.eq((beat_valid & ~rd.ready) | score_stall)
 
         # ---- clear: empty every head (last, so it wins) ------------------------------------
         with m.If(self.clear):
@@ -721,6 +740,32 @@ class SpikeKvCache(wiring.Component):
             m.d.sync += [c.eq(0) for c in counts]
             m.d.sync += [p.eq(0) for p in wptrs]
         return m
+
+
+def _output_fifo(m, out, push, data, name):
+    """A ``SpikeKvCache.OUTPUT_FIFO_DEPTH`` = 2 entry FIFO in front of the output stream
+    ``out``, its head on ``out.payload`` (flip-flops). ``data`` enters at an edge where ``push``
+    is high; push only while the returned ``full`` (a flip-flop comparison) is low. Two
+    entries keep one beat per cycle with ``out.ready`` high although the pusher sees
+    ``full`` a cycle late."""
+    count = Signal(range(3), name=f"{name}_count")
+    tail = Signal(out.payload.shape(), name=f"{name}_tail")
+    pop = out.valid & out.ready
+    m.d.comb += out.valid.eq(count != 0)
+    with m.If(pop):
+        with m.If(count == 2):
+            m.d.sync += out.payload.eq(tail)
+            with m.If(push):
+                m.d.sync += tail.eq(data)
+        with m.Elif(push):
+            m.d.sync += out.payload.eq(data)
+    with m.Elif(push):
+        with m.If(count == 0):
+            m.d.sync += out.payload.eq(data)
+        with m.Else():
+            m.d.sync += tail.eq(data)
+    m.d.sync += count.eq(count + push - pop)
+    return count == 2
 
 
 def _staged(dst, src, mid=None):
