@@ -38,7 +38,7 @@ CONFIGS = {
     # lanes8 in the FPGA RTL style (registered memory reads, one-part firing remainder)
     "lanes8_fpga": dict(lanes=8, w_bits=4, t_max=4, in_max=512, kv_depth=16, heads=2,
                         head_dim=16, t_kv=4, read_register=True, bram_rows=64,
-                        firing_parts=1),
+                        firing_parts=1, kv_sign_magnitude=True),
 }
 
 #: Traffic shapes: (probability of a valid gap per cycle, probability of a backpressure burst).

@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser):
     g.add_argument("--firing-parts", type=int, default=d.firing_parts,
                    help="adders per firing remainder, 1..3: 3 suits standard cells, 1 an "
                         "FPGA's carry chains (default %(default)s)")
+    g.add_argument("--kv-sign-magnitude", action="store_true",
+                   help="with --read-register: KV caches store magnitude planes and one sign "
+                        "word per vector (8/14 of the bits at t_kv 7; fits the default on an "
+                        "LFE5U-85F)")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder (default %(default)s)")
     parser.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
 
@@ -67,7 +71,7 @@ def params_from_args(args) -> HwParams:
                     kv_depth=args.kv_depth, heads=args.heads, head_dim=args.head_dim,
                     t_kv=args.t_kv, frac_bits=args.frac_bits, theta_bits=args.theta_bits,
                     read_register=args.read_register, bram_rows=args.bram_rows,
-                    firing_parts=args.firing_parts)
+                    firing_parts=args.firing_parts, kv_sign_magnitude=args.kv_sign_magnitude)
 
 
 def _kv_cache_factory():

@@ -402,11 +402,12 @@ class KvCacheHarness(_Harness):
     """
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, read_back=True,
-                 read_register=False, bram_rows=0, mutant=False):
+                 read_register=False, bram_rows=0, sign_magnitude=False, mutant=False):
         from .kv_cache import SpikeKvCache
         super().__init__(SpikeKvCache(heads=heads, head_dim=head_dim, t_kv=t_kv, depth=depth,
                                       t_q=t_q, ring=ring, read_register=read_register,
-                                      bram_rows=bram_rows), mutant=mutant)
+                                      bram_rows=bram_rows, sign_magnitude=sign_magnitude),
+                         mutant=mutant)
         self.read_back = read_back and not ring
 
     def elaborate(self, platform):
@@ -454,6 +455,15 @@ class KvCacheHarness(_Harness):
         with m.If(was_rst | p_clear):
             m.d.comb += Assert(~dut.error, "clear/reset left error set")
 
+        if dut.sign_magnitude:
+            # the store keeps one sign per element: appends are tc-lif vectors, each element
+            # with one sign in every plane (what to_bit_planes makes)
+            any_pos = 0
+            any_neg = 0
+            for t in range(T):
+                any_pos = any_pos | ap.payload.pos[t]
+                any_neg = any_neg | ap.payload.neg[t]
+            m.d.comb += Assume(~ap.valid | ((any_pos & any_neg) == 0))
         if self.read_back:
             self._read_back(m, dut, was_rst)
         if dut.planes is not None:
@@ -464,7 +474,6 @@ class KvCacheHarness(_Harness):
         """The fpga style's store is no_rw_check: it never reads the address it writes.
         A walk in flight when ``clear`` rises has undefined answers (documented), so clear
         waits for outstanding queries here as it waits for reads in ``_read_back``."""
-        mem = dut.planes
         if dut.with_score:
             qs, so = dut.query_stream, dut.score_stream
             q_out = Signal(range(8), name="queries_out")
@@ -472,9 +481,11 @@ class KvCacheHarness(_Harness):
             s_last = so.valid & so.ready & so.payload.last
             m.d.sync += q_out.eq(q_out + q_take - s_last)
             m.d.comb += Assume(~dut.clear | ((q_out == 0) & ~q_take))
-        m.d.comb += Assert(~(mem.w_en & mem.r_en & (mem.w_addr == mem.r_addr)),
-                           "the store read the address it was writing")
-        m.d.comb += Cover(mem.w_en & mem.r_en, "the store read and wrote in one cycle")
+        for mem in (dut.planes, dut.signs):
+            if mem is not None:
+                m.d.comb += Assert(~(mem.w_en & mem.r_en & (mem.w_addr == mem.r_addr)),
+                                   "the store read the address it was writing")
+        m.d.comb += Cover(dut.planes.w_en & dut.planes.r_en, "the store read and wrote in one cycle")
 
     def _read_back(self, m, dut, was_rst):
         """Shadow of the stored planes; every read beat equals it (no overwrite, no loss)."""
@@ -655,12 +666,15 @@ PROOFS = (
                                         mutant=mutant),
           depth=16, cover_depth=16, mutant_fails="read data != stored data"),
     Proof("kv_cache_fpga", "SpikeKvCache (fpga style)",
-          "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False read_register bram_rows=2",
+          "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False read_register bram_rows=2 "
+          "sign_magnitude",
           "as kv_cache, for the fpga style: registered read address and word, 4 banks of 2 "
-          "rows each with its own read register; and the store (no_rw_check) never reads the "
-          "address it is writing",
+          "rows each with its own read register, sign-magnitude storage (appends assumed "
+          "tc-lif: one sign per element); and the stores (no_rw_check) never read the "
+          "address they are writing",
           lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
-                                        read_register=True, bram_rows=2, mutant=mutant),
+                                        read_register=True, bram_rows=2, sign_magnitude=True,
+                                        mutant=mutant),
           depth=19, cover_depth=19, mutant_fails="read data != stored data"),
     Proof("kv_cache_ring", "SpikeKvCache", "heads=1 head_dim=1 t_kv=2 depth=2 t_q=1 ring=True",
           "count <= depth, full == (count == depth), count saturates at depth (oldest "

@@ -248,6 +248,14 @@ class SpikeKvCache(wiring.Component):
         undefined either way.)
     bram_rows : int
         With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
+    sign_magnitude : bool
+        With ``read_register``: store each vector as ``t_kv`` magnitude planes (``pos | neg``,
+        head_dim bits a word) and one sign word (an element is negative if any of its planes
+        is), 8/14 of the bits for t_kv = 7 (``HwParams.kv_sign_magnitude``). Reads and
+        scores then see ``pos = mag & ~sign``, ``neg = mag & sign``: the same planes for
+        every vector ``to_bit_planes`` makes (each element one sign in every plane); a raw
+        pattern that mixes signs in one element reads back as
+        :func:`spikemllm.sw.numerics.sign_magnitude_planes` gives it. Same latencies.
 
     Members
     -------
@@ -273,6 +281,8 @@ class SpikeKvCache(wiring.Component):
     planes : RegisteredReadMemory or None
         With ``read_register``, the store (its ports are what the tests and the formal
         harness watch for read/write collisions); None otherwise.
+    signs : RegisteredReadMemory or None
+        With ``sign_magnitude``, the sign words (``heads * depth``); None otherwise.
     """
 
     READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
@@ -286,7 +296,7 @@ class SpikeKvCache(wiring.Component):
     TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True,
-                 read_register=False, bram_rows=0):
+                 read_register=False, bram_rows=0, sign_magnitude=False):
         t_q = t_kv if t_q is None else t_q
         try:
             _check_int("heads", heads, 1, 1024)
@@ -299,12 +309,18 @@ class SpikeKvCache(wiring.Component):
             if not isinstance(with_score, bool):
                 raise ValueError(f"with_score must be True or False, not {with_score!r}")
             check_read_register(read_register, bram_rows)
+            if not isinstance(sign_magnitude, bool):
+                raise ValueError(f"sign_magnitude must be True or False, not {sign_magnitude!r}")
+            if sign_magnitude and not read_register:
+                raise ValueError("sign_magnitude needs read_register (the fpga style), not "
+                                 f"read_register={read_register!r}")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
         self.heads, self.head_dim, self.t_kv, self.depth = heads, head_dim, t_kv, depth
         self.t_q, self.ring, self.with_score = t_q, ring, with_score
         self.read_register, self.bram_rows = read_register, bram_rows
+        self.sign_magnitude = sign_magnitude
         extra = self.READ_REGISTER_CYCLES if read_register else 0
         self.read_latency = self.READ_LATENCY + extra + (
             self.OUTPUT_FIFO_CYCLES if read_register else 0)
@@ -317,7 +333,7 @@ class SpikeKvCache(wiring.Component):
         self.plane_bits = _clog2(t_kv)
         self.score_bits = score_bound(head_dim, t_q, t_kv).bit_length() + 1
         self.mem_depth = heads * depth * t_kv
-        self.word_bits = 2 * head_dim
+        self.word_bits = head_dim if sign_magnitude else 2 * head_dim
         self.append_cycles = t_kv
         self.cycles_per_key = t_kv
         self.score_latency = t_kv + self.SCORE_PIPE + extra + cut
@@ -367,10 +383,15 @@ class SpikeKvCache(wiring.Component):
             del members["query_stream"], members["score_stream"]
         super().__init__(members)
         self.planes = RegisteredReadMemory(
-            shape=self.word_layout, depth=self.mem_depth, bank_rows=bram_rows,
-            no_rw_check=True) if read_register else None
-        if self.planes is not None:
-            self.planes._MustUse__silence = True  # built with this block; it warns for both
+            shape=unsigned(head_dim) if sign_magnitude else self.word_layout,
+            depth=self.mem_depth, bank_rows=bram_rows, no_rw_check=True) if read_register else None
+        # sign_magnitude: one sign word per cached vector, read beside each magnitude plane
+        self.signs = RegisteredReadMemory(
+            shape=unsigned(head_dim), depth=heads * depth, bank_rows=bram_rows,
+            no_rw_check=True) if sign_magnitude else None
+        for mem in (self.planes, self.signs):
+            if mem is not None:
+                mem._MustUse__silence = True  # built with this block; it warns for both
 
     # -- word packing for drivers and golden files (LSB first, fields in layout order) --------
 
@@ -423,6 +444,8 @@ class SpikeKvCache(wiring.Component):
         if self.read_register:
             m.submodules.planes = mem = self.planes
             wport = SimpleNamespace(en=mem.w_en, addr=mem.w_addr, data=mem.w_data)
+            if self.sign_magnitude:
+                m.submodules.signs = self.signs
         else:
             m.submodules.planes = mem = memory.Memory(shape=self.word_layout,
                                                       depth=self.mem_depth, init=[])
@@ -472,7 +495,7 @@ class SpikeKvCache(wiring.Component):
         wr_en = Signal()
         wr_addr = Signal(range(self.mem_depth))
         wr_data = Signal(self.word_layout)
-        m.d.comb += [wport.en.eq(wr_en), wport.addr.eq(wr_addr), wport.data.eq(wr_data)]
+        m.d.comb += [wport.en.eq(wr_en), wport.addr.eq(wr_addr)]
         # address and data are don't-cares without wr_en: loaded every cycle, no enable mux
         m.d.sync += [
             wr_en.eq(0),
@@ -480,12 +503,30 @@ class SpikeKvCache(wiring.Component):
             wr_data.pos.eq(ap.payload.pos[a_plane]),
             wr_data.neg.eq(ap.payload.neg[a_plane]),
         ]
+        if self.sign_magnitude:
+            # the magnitude plane, and with plane 0 the vector's sign word: an element is
+            # negative if any plane says so (to_bit_planes gives every plane one sign)
+            sg = self.signs
+            sg_en = Signal()
+            sg_addr = Signal(range(H * D))
+            sg_data = Signal(d)
+            m.d.comb += [wport.data.eq(wr_data.pos | wr_data.neg),
+                         sg.w_en.eq(sg_en), sg.w_addr.eq(sg_addr), sg.w_data.eq(sg_data)]
+            negative = 0
+            for t in range(T):
+                negative = negative | ap.payload.neg[t]
+            m.d.sync += [sg_en.eq(0), sg_addr.eq(a_head * D + a_slot), sg_data.eq(negative)]
+        else:
+            m.d.comb += wport.data.eq(wr_data)
         with m.If(ap.valid & ~a_blocked):
             with m.If(~a_head_ok | (a_full if not ring else 0)):
                 m.d.comb += ap.ready.eq(1)
                 m.d.sync += self.error.eq(1)
             with m.Else():
                 m.d.sync += wr_en.eq(1)
+                if self.sign_magnitude:
+                    with m.If(a_plane == 0):
+                        m.d.sync += sg_en.eq(1)
                 with m.If(a_plane == T - 1):
                     m.d.comb += ap.ready.eq(1)
                     m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
@@ -589,9 +630,19 @@ class SpikeKvCache(wiring.Component):
             # beat start at a register.
             a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
             m1 = tuple(Signal.like(x, name=f"m1{x.name[2:]}") for x in s1)
-            word = mem.r_data
             m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(r_used & ~stall),
                          mem.r_load.eq(~stall), read_pending.eq(a1[0])]
+            if self.sign_magnitude:
+                # the sign word is read beside every magnitude plane (same enables)
+                s_addr = Signal(range(H * D))
+                sg = self.signs
+                m.d.comb += [sg.r_addr.eq(s_addr), sg.r_en.eq(r_used & ~stall),
+                             sg.r_load.eq(~stall)]
+                word = Signal(self.word_layout)
+                m.d.comb += [word.pos.eq(mem.r_data & ~sg.r_data),
+                             word.neg.eq(mem.r_data & sg.r_data)]
+            else:
+                word = mem.r_data
             if S:  # a score walk's plane still ahead of stage 1 (valid & score)
                 m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1])
             at_issue = a1
@@ -608,6 +659,8 @@ class SpikeKvCache(wiring.Component):
             if self.read_register:
                 m.d.sync += [r_addr.eq(addr(w_head, w_slot, w_plane)),
                              r_used.eq(w_in_range & ~w_empty)]
+                if self.sign_magnitude:
+                    m.d.sync += s_addr.eq(w_head * D + w_slot)
             with m.If(last_plane):
                 m.d.sync += [w_plane.eq(0), w_key.eq(w_key + 1), w_slot.eq(wrap(w_slot)),
                              w_left.eq(w_left - 1)]
@@ -793,9 +846,10 @@ def kv_cache_from_params(params, *, ring=False, t_q=None, with_score=True):
     """:class:`SpikeKvCache` sized by an ``HwParams``-like object.
 
     Uses the attributes ``heads``, ``head_dim``, ``t_kv``, ``kv_depth`` (depth per head) and,
-    when present, ``read_register`` and ``bram_rows``.
+    when present, ``read_register``, ``bram_rows`` and ``kv_sign_magnitude``.
     """
     return SpikeKvCache(heads=params.heads, head_dim=params.head_dim, t_kv=params.t_kv,
                         depth=params.kv_depth, t_q=t_q, ring=ring, with_score=with_score,
                         read_register=getattr(params, "read_register", False),
-                        bram_rows=getattr(params, "bram_rows", 0))
+                        bram_rows=getattr(params, "bram_rows", 0),
+                        sign_magnitude=getattr(params, "kv_sign_magnitude", False))

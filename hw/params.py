@@ -93,6 +93,13 @@ class HwParams:
         later: fast in standard cells. An FPGA's carry logic is fast over the whole width,
         and there the pending-carry resolution costs more than it saves; the FPGA
         synthesis flow uses 1 (see :class:`~spikemllm.hw.firing.TcLifFiring`).
+    kv_sign_magnitude : bool
+        With ``read_register``: the KV caches store each vector as ``t_kv`` magnitude planes
+        and one sign word instead of ``t_kv`` positive/negative plane pairs (default False):
+        (t_kv + 1) / (2 t_kv) of the bits, 8/14 at t_kv = 7. Every vector ``to_bit_planes``
+        makes reads back and scores unchanged (see
+        :class:`~spikemllm.hw.kv_cache.SpikeKvCache`). The FPGA flow turns it on: at the
+        default sizes it is what lets the engine's memories fit an LFE5U-85F.
 
     Derived
     -------
@@ -123,6 +130,7 @@ class HwParams:
     read_register: bool = False
     bram_rows: int = 0
     firing_parts: int = 3
+    kv_sign_magnitude: bool = False
 
     def __post_init__(self):
         _pow2_in("lanes", self.lanes, 2, 1024)
@@ -144,6 +152,11 @@ class HwParams:
             if not self.read_register:
                 raise ValueError(f"bram_rows must be 0 without read_register, not {self.bram_rows!r}")
         _int_in("firing_parts", self.firing_parts, 1, 3)
+        if not isinstance(self.kv_sign_magnitude, bool):
+            raise ValueError(f"kv_sign_magnitude must be True or False, not "
+                             f"{self.kv_sign_magnitude!r}")
+        if self.kv_sign_magnitude and not self.read_register:
+            raise ValueError("kv_sign_magnitude needs read_register, not read_register=False")
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits = {self.acc_bits} exceeds 64 (t_max={self.t_max}, "
                              f"in_max={self.in_max}, w_bits={self.w_bits}); lower one of them")

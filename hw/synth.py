@@ -69,8 +69,10 @@ FPGA_PARTS = {
 }
 
 #: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams)
-RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 3},
-              "fpga": {"read_register": True, "bram_rows": 2048, "firing_parts": 1}}
+RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 3,
+                       "kv_sign_magnitude": False},
+              "fpga": {"read_register": True, "bram_rows": 2048, "firing_parts": 1,
+                       "kv_sign_magnitude": True}}
 
 DESCRIPTION = """\
 Synthesise the accelerator tops (spike_engine, spike_kv_cache), the PE array alone

@@ -28,7 +28,7 @@ __all__ = [
     "encode", "decode",
     "fire", "fire_spikes", "theta_for_step",
     "spike_linear", "SpikeLinearResult", "exact_matmul",
-    "to_bit_planes", "from_bit_planes", "popcount_score", "quantize_kv",
+    "to_bit_planes", "from_bit_planes", "sign_magnitude_planes", "popcount_score", "quantize_kv",
 ]
 
 BITS_MIN, BITS_MAX = 2, 16
@@ -445,6 +445,24 @@ def from_bit_planes(pos, neg):
     T = pos.shape[0]
     d = step_weights("tc-lif", T).reshape((T,) + (1,) * (pos.ndim - 1))
     return (d * (pos.astype(np.int64) - neg.astype(np.int64))).sum(axis=0)
+
+
+def sign_magnitude_planes(pos, neg):
+    """The planes a sign-magnitude KV store gives back for (pos, neg) bool [T, ..., d].
+
+    It keeps ``mag = pos | neg`` per plane and one sign per element, negative if any plane's
+    ``neg`` is set; it returns ``(mag & ~sign, mag & sign)``. Every pair that
+    :func:`to_bit_planes` makes comes back unchanged (each element has one sign in every
+    plane); a pattern that mixes signs in one element takes the negative sign throughout.
+    """
+    pos = np.asarray(pos, dtype=bool)
+    neg = np.asarray(neg, dtype=bool)
+    if pos.shape != neg.shape or pos.ndim < 1:
+        raise ValueError(f"pos and neg planes must have one shape [T, ...], not {pos.shape} "
+                         f"and {neg.shape}")
+    mag = pos | neg
+    sign = neg.any(axis=0, keepdims=True)
+    return mag & ~sign, mag & sign
 
 
 def _popcount_and(a, b):

@@ -228,12 +228,13 @@ class Traffic:
     def _check_no_rw_collision(self, ctx, cycle):
         # read_register promises never to read the address being written (its memories are
         # no_rw_check: an FPGA block RAM returns an undefined word then)
-        mem = self.cache.planes
-        if mem is None or not (ctx.get(mem.w_en) and ctx.get(mem.r_en)):
-            return
-        self.rw_cycles += 1
-        addr = ctx.get(mem.w_addr)
-        assert ctx.get(mem.r_addr) != addr, f"cycle {cycle}: reads address {addr} as it is written"
+        for mem in (self.cache.planes, self.cache.signs):
+            if mem is None or not (ctx.get(mem.w_en) and ctx.get(mem.r_en)):
+                continue
+            self.rw_cycles += mem is self.cache.planes
+            addr = ctx.get(mem.w_addr)
+            assert ctx.get(mem.r_addr) != addr, \
+                f"cycle {cycle}: reads address {addr} as it is written"
 
     def _check_flags(self, ctx):
         c, mdl = self.cache, self.model
@@ -258,7 +259,15 @@ class Traffic:
                                  vec=vec))
 
 
+#: the ``rr`` parameter of the tests: the asic style, the fpga style (read_register), and the
+#: fpga style with sign-magnitude storage (what the FPGA flow builds)
+STYLES = [False, True, "sign_magnitude"]
+STYLE_IDS = ["plain", "read_register", "sign_magnitude"]
+
+
 def make(**kw):
+    if kw.get("read_register") == "sign_magnitude":
+        kw.update(read_register=True, sign_magnitude=True)
     if kw.get("read_register"):
         kw.setdefault("bram_rows", 8)  # banked reads: several banks even at these sizes
     return SpikeKvCache(**kw)
@@ -266,7 +275,7 @@ def make(**kw):
 
 # ---- tests -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 @pytest.mark.parametrize("ring", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_traffic_gaps_backpressure(ring, seed, rr):
@@ -299,7 +308,7 @@ def test_random_traffic_gaps_backpressure(ring, seed, rr):
     assert tr.rw_cycles >= 10 if rr and not ring else tr.rw_cycles == 0, tr.rw_cycles
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_v_cache_without_score_unit(rr):
     """with_score=False (a V cache): no query/score ports, appends and reads as before."""
     c = make(heads=2, head_dim=8, t_kv=4, depth=3, with_score=False, read_register=rr)
@@ -398,7 +407,7 @@ def test_clear_restarts_part_written_append():
     assert [b["in_range"] for b in beats] == [1] * T + [0] * T
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_ring_mode_wraps_read_and_score(rr):
     d, T, depth = 8, 3, 5  # depth not a power of two: the wrap is a compare
     c = make(heads=2, head_dim=d, t_kv=T, depth=depth, ring=True, read_register=rr)
@@ -425,7 +434,7 @@ def test_ring_mode_wraps_read_and_score(rr):
     assert [b["token"] for _, b in tr.log["score"]] == list(range(depth))
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_ring_overwrite_waits_for_a_held_read(rr):
     """Ring mode: a read of the oldest token, held by backpressure, still returns that token
     when an append to the full head arrives meanwhile. (With read_register the last plane's
@@ -450,7 +459,7 @@ def test_ring_overwrite_waits_for_a_held_read(rr):
     assert tr.log["append"][-1] > 60      # the overwrite waited for the held read
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_read_latency(rr):
     d, T, depth = 8, 3, 4
     c = make(heads=2, head_dim=d, t_kv=T, depth=depth, read_register=rr)
@@ -470,12 +479,12 @@ def test_read_latency(rr):
     assert len(beats) == 4 * T
     for k, a in enumerate(accepted):
         assert beats[k * T:(k + 1) * T] == [a + c.read_latency + p for p in range(T)]
-    assert c.read_latency == 2 + 3 * rr  # read_register: address, word, output FIFO
+    assert c.read_latency == 2 + 3 * bool(rr)  # read_register: address, word, output FIFO
     # the walker takes the next request when it has issued the last plane of the previous one
     assert all(b - a == T + 1 for a, b in zip(accepted, accepted[1:]))
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 @pytest.mark.parametrize("T,n", [(1, 5), (3, 4), (7, 3)])
 def test_score_latency_and_throughput(T, n, rr):
     d, depth = 8, 6
@@ -500,9 +509,9 @@ def test_score_latency_and_throughput(T, n, rr):
     assert [cyc for cyc, _ in sc[n + 1:]] == [q2 + c.score_latency + k * T for k in range(n)]
     # the walker takes the next request n * t_kv + 1 cycles after a query (2: empty head);
     # with read_register a query behind a query waits two more cycles
-    assert q1 - q0 == n * T + 1 + 2 * rr and q2 - q1 == 2 + 2 * rr
-    assert c.score_latency == T + 4 + 4 * rr
-    assert c.empty_latency == 5 + 4 * rr
+    assert q1 - q0 == n * T + 1 + 2 * bool(rr) and q2 - q1 == 2 + 2 * bool(rr)
+    assert c.score_latency == T + 4 + 4 * bool(rr)
+    assert c.empty_latency == 5 + 4 * bool(rr)
 
 
 def test_read_beat_taken_during_score_stall():
@@ -561,7 +570,7 @@ def test_output_fifos_decouple_a_held_score(n):
         assert beats[-1] > release  # key 2's score met the full FIFO: everything stalled
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_query_register_zero_outside_score_walks(rr):
     """Operand isolation: the query register (the popcount trees' other operand) holds zeros
     whenever no score is outstanding, so memory words read for reads, and idle cycles, do not
@@ -594,7 +603,7 @@ def test_query_register_zero_outside_score_walks(rr):
     assert sum(b["empty"] for _, b in tr.log["score"]) >= 2
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 @pytest.mark.parametrize("T,Tq", [(1, 1), (2, 2), (3, 5), (7, 7), (7, 1)])
 def test_score_extremes(T, Tq, rr):
     """All +max, all -max, zeros and random planes, T = 1 .. T_kv, Tq != T."""
@@ -698,7 +707,37 @@ def test_score_matches_reference_with_invalid_planes():
     assert [b["score"] for _, b in tr.log["score"]] == tr.exp_score_ref.tolist()
 
 
-@pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+def test_sign_magnitude_store_reads_back_raw_planes_as_the_reference_says():
+    """sign_magnitude with raw patterns (signs mixed within an element, bits set in pos and
+    neg): reads and scores equal the reference on sign_magnitude_planes of what was
+    appended; tc-lif vectors come back unchanged (the other tests)."""
+    d, T, n = 8, 3, 4
+    c = make(heads=1, head_dim=d, t_kv=T, depth=n, read_register="sign_magnitude")
+    assert c.word_bits == d and c.signs.depth == n
+    tr = Traffic(c, p_ready=0.6, seed=5)
+    rng = np.random.default_rng(12)
+    kp, kn = rng.random((T, n, d)) < 0.5, rng.random((T, n, d)) < 0.5
+    qp, qn = rng.random((T, d)) < 0.4, rng.random((T, d)) < 0.4
+    sp, sn = nx.sign_magnitude_planes(kp, kn)
+    assert (sp != kp).any()  # the patterns do change
+    for i in range(n):
+        tr.appends.append(dict(word=c.pack_append(0, kp[:, i], kn[:, i]), head=0,
+                               vec=(None, sp[:, i], sn[:, i])))  # the model holds what reads back
+
+    def then(t):
+        for i in range(n):
+            t.read(0, i)
+        t.queries.append(dict(word=c.pack_query(0, qp, qn), head=0, vec=None))
+
+    tr.hooks[n * T + 2] = then
+    tr.model.score_beats = lambda head, vec: [
+        dict(score=int(v), token=i, empty=0, last=int(i == n - 1))
+        for i, v in enumerate(nx.popcount_score(qp, qn, sp, sn))]
+    tr.run()
+    assert len(tr.log["read_data"]) == n * T and len(tr.log["score"]) == n
+
+
+@pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_reset_mid_stream(rr):
     c = make(heads=2, head_dim=8, t_kv=3, depth=4, read_register=rr)
     tr = Traffic(c, p_valid=0.7, p_ready=0.6, seed=12, reset_at=25)
@@ -719,9 +758,9 @@ def test_constructor_validation():
     ok = dict(heads=2, head_dim=8, t_kv=3, depth=4)
     for key, bad in [("heads", 0), ("head_dim", 0), ("t_kv", 16), ("depth", 0), ("t_kv", 2.0),
                      ("t_q", 0), ("ring", 1), ("with_score", None), ("read_register", 1),
-                     ("bram_rows", 3)]:
+                     ("bram_rows", 3), ("sign_magnitude", 1), ("sign_magnitude", True)]:
         with pytest.raises(ValueError, match=key):
-            SpikeKvCache(**{**ok, key: bad})
+            SpikeKvCache(**{**ok, key: bad})  # sign_magnitude=True needs read_register
 
 
 def test_from_params_and_port_names():

@@ -284,3 +284,20 @@ def test_bit_planes_are_disjoint_and_reject_overlap():
     assert not np.any(pos & neg)
     with pytest.raises(ValueError, match="both the positive and the negative plane"):
         nx.from_bit_planes(np.ones((2, 3), bool), np.ones((2, 3), bool))
+
+
+def test_sign_magnitude_planes_keep_tc_lif_vectors_and_define_raw_ones():
+    """A sign-magnitude KV store (one sign per element) returns every to_bit_planes vector
+    unchanged; a raw element with mixed signs takes the negative sign in every plane."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(-127, 128, size=(5, 64))
+    pos, neg = nx.to_bit_planes(q, 8)
+    sp, sn = nx.sign_magnitude_planes(pos, neg)
+    assert np.array_equal(sp, pos) and np.array_equal(sn, neg)
+    raw_p = np.array([[1, 0, 1], [0, 1, 1]], bool)   # element 0: +, element 1: -, element 2: +/-
+    raw_n = np.array([[0, 1, 0], [0, 0, 1]], bool)
+    sp, sn = nx.sign_magnitude_planes(raw_p, raw_n)
+    assert sp.tolist() == [[1, 0, 0], [0, 0, 0]]
+    assert sn.tolist() == [[0, 1, 1], [0, 1, 1]]
+    with pytest.raises(ValueError, match="one shape"):
+        nx.sign_magnitude_planes(raw_p, raw_n[:1])
