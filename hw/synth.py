@@ -1307,9 +1307,7 @@ def render_markdown(rep):
             L += [f"Part: {r.get('part')}."]
             if "params" in r:
                 fp = r["params"]
-                L[-1] += (f" RTL: read_register={fp.get('read_register')}, "
-                          f"bram_rows={fp.get('bram_rows')}, "
-                          f"firing_parts={fp.get('firing_parts')}.")
+                L[-1] += " RTL: " + ", ".join(f"{k}={fp.get(k)}" for k in RTL_STYLES["fpga"]) + "."
             if r.get("reduced"):
                 L += [f"The requested configuration does not fit; reduced to "
                       + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + "."]

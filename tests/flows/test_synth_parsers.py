@@ -258,15 +258,15 @@ def test_shrink_kv_cache_logic_overflow_shrinks_heads_then_head_dim():
 
 
 def test_rtl_style_per_target():
-    """--rtl-style auto: the fpga style (registered memory reads, one-part firing remainder)
-    for ice40/ecp5, the asic style (HwParams defaults) for generic/sky130; asic/fpga apply
+    """--rtl-style auto: the fpga style (registered memory reads, one-part firing remainder,
+    sign-magnitude KV storage) for ice40/ecp5, the asic style (HwParams defaults) for generic/sky130; asic/fpga apply
     to every target; the MAC baseline follows read_register."""
     base = S.make_params({"lanes": 8})
     assert S.target_params(base, "sky130") == base
-    got = {t: (p.read_register, p.bram_rows, p.firing_parts)
+    got = {t: (p.read_register, p.bram_rows, p.firing_parts, p.kv_sign_magnitude)
            for t, p in ((t, S.target_params(base, t)) for t in S.TARGETS)}
-    assert got == {"generic": (False, 0, 3), "sky130": (False, 0, 3), "ice40": (True, 2048, 1),
-                   "ecp5": (True, 2048, 1)}
+    assert got == {"generic": (False, 0, 3, False), "sky130": (False, 0, 3, False),
+                   "ice40": (True, 2048, 1, True), "ecp5": (True, 2048, 1, True)}
     assert all(S.target_params(base, t, "fpga").read_register for t in S.TARGETS)
     assert not any(S.target_params(base, t, "asic").read_register for t in S.TARGETS)
     with pytest.raises(ValueError, match="rtl_style must be one of auto, asic, fpga, not 'x'"):

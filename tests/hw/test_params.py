@@ -42,6 +42,8 @@ def test_t_kv_default_follows_t_max():
     ({"firing_parts": 4}, "firing_parts must be in 1..3, not 4"),
     ({"read_register": True, "bram_rows": 1000}, "bram_rows must be a power of two"),
     ({"bram_rows": 2048}, "bram_rows must be 0 without read_register, not 2048"),
+    ({"read_register": True, "kv_sign_magnitude": 1}, "kv_sign_magnitude must be True or False"),
+    ({"kv_sign_magnitude": True}, "kv_sign_magnitude needs read_register"),
 ])
 def test_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -51,7 +53,7 @@ def test_invalid(kwargs, match):
 def test_json_round_trip():
     p = HwParams(lanes=8, w_bits=3, t_max=5, in_max=64, kv_depth=16, heads=1, head_dim=8,
                  t_kv=3, frac_bits=4, theta_bits=12, read_register=True, bram_rows=16,
-                 firing_parts=1)
+                 firing_parts=1, kv_sign_magnitude=True)
     text = p.to_json()
     assert '"acc_bits"' in text
     assert HwParams.from_json(text) == p
