@@ -292,7 +292,7 @@ class SpikeKvCache(wiring.Component):
     OUTPUT_FIFO_CYCLES = 1    # added to reads by read_register (the read beats' FIFO)
     OUTPUT_FIFO_DEPTH = 2     # read_register: beats each output holds before the stall
     SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
-    POP_CUT_LEVELS = 3        # read_register: popcount trees cut after this many levels
+    POP_CUT_LEVELS = 2        # read_register: popcount trees cut after this many levels
     TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True,
