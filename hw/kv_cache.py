@@ -203,9 +203,13 @@ class SpikeKvCache(wiring.Component):
     score pipeline is issue -> memory word and popcounts -> weighted sum -> Horner and the
     output register. A stalled output (``ready`` low) freezes the walker and every stage (and
     the other output) without loss; a read beat taken while a held score freezes the
-    pipeline leaves a bubble behind it. With ``read_register`` each output has a FIFO of
-    OUTPUT_FIFO_DEPTH = 2 beats instead (reads OUTPUT_FIFO_CYCLES = 1 cycle later), and only
-    a beat that meets a full FIFO stalls: the stall comes from flip-flops, not from ``ready``.
+    pipeline leaves a bubble behind it. With ``read_register`` nothing stalls: each output
+    has a FIFO (reads come OUTPUT_FIFO_CYCLES = 1 cycle later), ``read_fifo_depth`` =
+    ``read_latency`` read beats and ``score_fifo_depth`` = ``(score_latency - t_kv) // t_kv +
+    1`` scores, and the walker issues a plane only with a credit for the beat it will make
+    (counters of beats issued and not yet taken). A held output stops the walker once its
+    FIFO's credits are used up; the beats already issued still arrive. The depths are the
+    fewest that keep one read beat per cycle and one score per key with the outputs ready.
 
     **Flags.** ``count[h]`` tokens stored for head h, ``full[h]`` = ``count[h] == depth``,
     ``error`` sticky. ``clear`` (one cycle or held) empties every head and clears ``error``;
@@ -290,7 +294,6 @@ class SpikeKvCache(wiring.Component):
     EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
     READ_REGISTER_CYCLES = 2  # added to all three by read_register (address and word)
     OUTPUT_FIFO_CYCLES = 1    # added to reads by read_register (the read beats' FIFO)
-    OUTPUT_FIFO_DEPTH = 2     # read_register: beats each output holds before the stall
     SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
     POP_CUT_LEVELS = 2        # read_register: popcount trees cut after this many levels
     TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
@@ -337,6 +340,11 @@ class SpikeKvCache(wiring.Component):
         self.append_cycles = t_kv
         self.cycles_per_key = t_kv
         self.score_latency = t_kv + self.SCORE_PIPE + extra + cut
+        # read_register: a credit is taken when a plane read issues and comes back when its
+        # beat leaves the FIFO (latency - cycles before the issue edge); one more credit than
+        # beats issued in that round trip keeps one read beat per cycle and one score per key
+        self.read_fifo_depth = self.read_latency if read_register else 0
+        self.score_fifo_depth = (self.score_latency - t_kv) // t_kv + 1 if read_register else 0
 
         plane = unsigned(head_dim)
         self.word_layout = data.StructLayout({"pos": plane, "neg": plane})
@@ -473,7 +481,9 @@ class SpikeKvCache(wiring.Component):
 
         # Walker (reads and score walks) state, declared here for the append interlock.
         busy = Signal()
-        stall = Signal()
+        # read_register: the walker issues only with a credit for its output FIFO, so no
+        # stage after it ever stalls (no enable on the block RAMs or the pipeline registers)
+        stall = Const(0, 1) if self.read_register else Signal()
         accepting = Signal()
         read_pending = Signal()  # read_register: a walk's plane read is still in stage a
 
@@ -607,7 +617,7 @@ class SpikeKvCache(wiring.Component):
 
         # ---- stage 0: issue one plane read per cycle --------------------------------------
         rd = self.read_data_stream
-        issue = busy & ~stall
+        issue = Signal()
         last_plane = w_empty | (w_plane == T - 1)
         last_key = w_left <= 1
         if self.read_register:
@@ -615,8 +625,23 @@ class SpikeKvCache(wiring.Component):
             # RAMs spread over the chip; stage a's valid is the read enable
             r_addr = Signal(range(self.mem_depth))
             r_used = Signal()  # the word is used: in range, not an empty head's walk
+            # Credits: every read plane makes a read beat, a score walk's last plane of a
+            # key a score beat. Each counter holds the beats issued and not yet taken.
+            rd_owed = Signal(range(self.read_fifo_depth + 1))
+            m.d.sync += rd_owed.eq(rd_owed + (issue & ~w_score) - (rd.valid & rd.ready))
+            if S:
+                so = self.score_stream
+                so_owed = Signal(range(self.score_fifo_depth + 1))
+                m.d.sync += so_owed.eq(so_owed + (issue & w_score & last_plane)
+                                       - (so.valid & so.ready))
+                credit = Mux(w_score, ~last_plane | (so_owed != self.score_fifo_depth),
+                             rd_owed != self.read_fifo_depth)
+            else:
+                credit = rd_owed != self.read_fifo_depth
+            m.d.comb += issue.eq(busy & credit)
         else:
-            m.d.comb += [rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
+            m.d.comb += [issue.eq(busy & ~stall),
+                         rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
 
         s1_valid, s1_score, s1_in_range, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_plane = Signal(self.plane_bits)
@@ -692,9 +717,8 @@ class SpikeKvCache(wiring.Component):
         ]
         beat_valid = s1_valid & ~s1_score
         if self.read_register:
-            # the beat leaves through a FIFO, so the stall below depends on flip-flops only
-            # (not on read_data_stream.ready, which otherwise ran to every block RAM's enable)
-            rd_full = _output_fifo(m, rd, beat_valid & ~stall, beat, "read_fifo")
+            # the beat leaves through a FIFO that its credit keeps from overflowing
+            _output_fifo(m, rd, beat_valid, beat, self.read_fifo_depth, "read_fifo")
         else:
             m.d.comb += [rd.valid.eq(beat_valid), rd.payload.eq(beat)]
 
@@ -771,7 +795,7 @@ class SpikeKvCache(wiring.Component):
                          score.empty.eq(s3_empty), score.last.eq(s3_last)]
             score_push = ~stall & s3_valid & s3_last_plane
             if self.read_register:
-                so_full = _output_fifo(m, so, score_push, score, "score_fifo")
+                _output_fifo(m, so, score_push, score, self.score_fifo_depth, "score_fifo")
             else:
                 with m.If(so.ready):
                     m.d.sync += so.valid.eq(0)
@@ -780,10 +804,7 @@ class SpikeKvCache(wiring.Component):
 
         # A held read beat or a full score register (with a score about to land) freezes the
         # walker and all pipeline stages; the read port holds its data while en is low.
-        if self.read_register:  # flip-flops only: a full FIFO, a beat waiting for it
-            score_stall = (s3_valid & s3_last_plane & so_full) if S else 0
-            m.d.comb += stall.eq((beat_valid & rd_full) | score_stall)
-        else:
+        if not self.read_register:
             score_stall = (s3_valid & s3_last_plane & so.valid & ~so.ready) if S else 0
             m.d.comb += stall.eq((beat_valid & ~rd.ready) | score_stall)
 
@@ -795,30 +816,23 @@ class SpikeKvCache(wiring.Component):
         return m
 
 
-def _output_fifo(m, out, push, data, name):
-    """A ``SpikeKvCache.OUTPUT_FIFO_DEPTH`` = 2 entry FIFO in front of the output stream
-    ``out``, its head on ``out.payload`` (flip-flops). ``data`` enters at an edge where ``push``
-    is high; push only while the returned ``full`` (a flip-flop comparison) is low. Two
-    entries keep one beat per cycle with ``out.ready`` high although the pusher sees
-    ``full`` a cycle late."""
-    count = Signal(range(3), name=f"{name}_count")
-    tail = Signal(out.payload.shape(), name=f"{name}_tail")
+def _output_fifo(m, out, push, data, depth, name):
+    """A ``depth``-entry FIFO in front of the output stream ``out``, a shift register with its
+    head on ``out.payload`` (flip-flops). ``data`` enters at an edge where ``push`` is high;
+    the pusher must not push into a full FIFO (the walker's credits see to that)."""
+    entries = [out.payload] + [Signal(out.payload.shape(), name=f"{name}_{i}")
+                               for i in range(1, depth)]
+    count = Signal(range(depth + 1), name=f"{name}_count")
     pop = out.valid & out.ready
-    m.d.comb += out.valid.eq(count != 0)
-    with m.If(pop):
-        with m.If(count == 2):
-            m.d.sync += out.payload.eq(tail)
-            with m.If(push):
-                m.d.sync += tail.eq(data)
-        with m.Elif(push):
-            m.d.sync += out.payload.eq(data)
-    with m.Elif(push):
-        with m.If(count == 0):
-            m.d.sync += out.payload.eq(data)
-        with m.Else():
-            m.d.sync += tail.eq(data)
+    slot = Signal(range(depth + 1), name=f"{name}_slot")  # where a pushed beat lands
+    m.d.comb += [out.valid.eq(count != 0), slot.eq(count - pop)]
+    for i, entry in enumerate(entries):
+        with m.If(push & (slot == i)):
+            m.d.sync += entry.eq(data)
+        if i + 1 < depth:
+            with m.Elif(pop):
+                m.d.sync += entry.eq(entries[i + 1])
     m.d.sync += count.eq(count + push - pop)
-    return count == 2
 
 
 def _staged(dst, src, mid=None):
