@@ -317,6 +317,10 @@ class PeArrayHarness(_Harness):
         lanes, wide = p.lanes, p.acc_bits + 4
 
         # shadow weight memory (not reset: neither is the design's)
+        if p.read_register:
+            # the fpga style's weight banks are no_rw_check: no row is written in the cycle
+            # an event that reads it is accepted (the model would give the old row)
+            m.d.comb += Assume(~(accept & ~ev.empty & w.valid & (w.payload.addr == ev.index)))
         rows = [Signal(p.row_bits, name=f"row{r}", reset_less=True) for r in range(p.in_max)]
         for r in range(p.in_max):
             with m.If(w.valid & (w.payload.addr == r)):
@@ -506,8 +510,8 @@ class KvCacheHarness(_Harness):
                     m.d.sync += shadow[(h, s)].eq(beat)
 
         # outstanding reads: at most 2 (one being walked, one last beat held at the output);
-        # with read_register the beats of up to 3 more fit in stage a, the memory stage,
-        # stage 1 and the 2-beat output FIFO (t_kv 2), and the walker holds the next
+        # with read_register the read_fifo_depth = 5 credits (beats issued, not yet taken)
+        # span up to 3 reads at t_kv 2, and the walker holds the next
         max_reads = 4 if dut.read_register else 2
         entry_bits = word * T + 1 + dut.token_bits
         pend = [Signal(entry_bits, name=f"pending{k}") for k in range(max_reads + 1)]
@@ -648,7 +652,8 @@ PROOFS = (
     Proof("pe_array_fpga", "TernaryAccumulatorArray (fpga style)",
           _describe(_PE_P_FPGA) + " read_register bram_rows=2",
           "as pe_array, for the fpga style: registered weight row, output register, stall "
-          "on registered state; up to three vectors in flight",
+          "on registered state; up to three vectors in flight; no row written in the cycle "
+          "an event that reads it is accepted",
           lambda mutant: PeArrayHarness(params=_PE_P_FPGA, mutant=mutant),
           depth=12, cover_depth=12, mutant_fails="vector != shadow"),
     Proof("kv_cache_flags", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",

@@ -98,7 +98,10 @@ class DenseMacLanes(wiring.Component):
     read_register : bool
         Register the weight row before the multipliers (default False), as
         ``HwParams.read_register`` does in the PE array: one more cycle of latency
-        (``self.latency``), and no path from a block RAM's output into a multiplier.
+        (``self.latency``), and no path from a block RAM's output into a multiplier. Its
+        weight memory then gives an undefined row for a row written in the cycle an input
+        that reads it is accepted (Yosys's ``no_rw_check``, as in the PE array); without
+        it, the old row.
     bram_rows : int
         With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
 
@@ -153,7 +156,8 @@ class DenseMacLanes(wiring.Component):
 
         if self.read_register:
             m.submodules.weights = weights = RegisteredReadMemory(
-                shape=unsigned(lanes * w_bits), depth=self.in_max, bank_rows=self.bram_rows)
+                shape=unsigned(lanes * w_bits), depth=self.in_max, bank_rows=self.bram_rows,
+                no_rw_check=True)
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
         else:

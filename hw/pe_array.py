@@ -56,8 +56,12 @@ class TernaryAccumulatorArray(wiring.Component):
     index at most once per step, at most T_MAX steps per token).
 
     The weight memory (depth IN_MAX, width LANES*W_BITS) is written through ``w_stream``
-    (always ready, one row per cycle). A row written in the same cycle as an event reads it
-    gives the old row. Reset clears the pipeline and accumulators, not the weights.
+    (always ready, one row per cycle). A row written in the cycle an event that reads it is
+    accepted gives the old row; with ``params.read_register`` (the fpga style) it gives an
+    undefined row instead: the banks carry Yosys's ``no_rw_check`` attribute, so FPGA flows
+    build no read-old-data logic between the block RAMs and the read registers (simulation
+    still gives the old row). Load the weights before the events that read them. Reset
+    clears the pipeline and accumulators, not the weights.
 
     Parameters
     ----------
@@ -104,7 +108,8 @@ class TernaryAccumulatorArray(wiring.Component):
 
         if p.read_register:
             m.submodules.weights = weights = RegisteredReadMemory(
-                shape=unsigned(p.row_bits), depth=p.in_max, bank_rows=p.bram_rows)
+                shape=unsigned(p.row_bits), depth=p.in_max, bank_rows=p.bram_rows,
+                no_rw_check=True)
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
         else:

@@ -153,3 +153,13 @@ def test_input_toggles_count_the_dense_stream_bit_by_bit():
         input_toggles(np.array([[8]]), a_bits=4, in_max=4)
     with pytest.raises(ValueError, match="in_features"):
         input_toggles(np.zeros((1, 5), int), a_bits=4, in_max=4)
+
+
+@RR
+def test_fpga_style_weight_banks_are_no_rw_check(rr):
+    """read_register: the weight banks carry no_rw_check, as the PE array's do (the same
+    FPGA memory for the baseline and the spike lanes); without it, the old-row memory."""
+    from amaranth.back import rtlil
+    il = rtlil.convert(DenseMacLanes(lanes=4, w_bits=4, a_bits=8, in_max=16, read_register=rr,
+                                     bram_rows=4 if rr else 0))
+    assert il.count("attribute \\no_rw_check 1") == (4 if rr else 0)

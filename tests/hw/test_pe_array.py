@@ -229,3 +229,14 @@ def test_fpga_style_input_ready_does_not_depend_on_output_ready():
     run_testbench(dut, tb)
     assert seen == {0, 1}
     np.testing.assert_array_equal(np.array(got), E.accumulate_events(ev, w))
+
+
+@BOTH
+def test_fpga_style_weight_banks_are_no_rw_check(p):
+    """read_register: every weight bank carries Yosys's no_rw_check (no read-old-data logic
+    on FPGA block RAMs; weights are loaded before the events that read them); the plain
+    style keeps the old-row memory."""
+    from amaranth.back import rtlil
+    il = rtlil.convert(TernaryAccumulatorArray(params=p))
+    banks = p.in_max // p.bram_rows if p.read_register else 0
+    assert il.count("attribute \\no_rw_check 1") == banks == (4 if p.read_register else 0)
