@@ -506,10 +506,20 @@ class SpikeKvCache(wiring.Component):
         wr_addr = Signal(range(self.mem_depth))
         wr_data = Signal(self.word_layout)
         m.d.comb += [wport.en.eq(wr_en), wport.addr.eq(wr_addr)]
+        if self.read_register:
+            # plane 0's address of each head's next slot, kept per head and stepped by t_kv
+            # (reset and clear: the head's first slot): no multiply before the write address
+            a_firsts = [h * D * T for h in range(H)]
+            a_bases = Array(Signal(range(self.mem_depth), name=f"append_base_{h}", init=first)
+                            for h, first in enumerate(a_firsts))
+            a_base = a_bases[a_head]
+            a_addr = a_base + a_plane
+        else:
+            a_addr = addr(a_head, a_slot, a_plane)
         # address and data are don't-cares without wr_en: loaded every cycle, no enable mux
         m.d.sync += [
             wr_en.eq(0),
-            wr_addr.eq(addr(a_head, a_slot, a_plane)),
+            wr_addr.eq(a_addr),
             wr_data.pos.eq(ap.payload.pos[a_plane]),
             wr_data.neg.eq(ap.payload.neg[a_plane]),
         ]
@@ -542,6 +552,9 @@ class SpikeKvCache(wiring.Component):
                     m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
                     if ring:
                         m.d.sync += wptrs[a_head].eq(wrap(wptrs[a_head]))
+                    if self.read_register:  # the next slot, a_slot's wrap (non-ring: full)
+                        first = Array(a_firsts)[a_head]
+                        m.d.sync += a_base.eq(Mux(a_slot == D - 1, first, a_base + T))
                 with m.Else():
                     m.d.sync += a_plane.eq(a_plane + 1)
 
@@ -813,6 +826,8 @@ class SpikeKvCache(wiring.Component):
             m.d.sync += [self.error.eq(0), a_plane.eq(0)]
             m.d.sync += [c.eq(0) for c in counts]
             m.d.sync += [p.eq(0) for p in wptrs]
+            if self.read_register:
+                m.d.sync += [b.eq(first) for b, first in zip(a_bases, a_firsts)]
         return m
 
 
