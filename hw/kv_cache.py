@@ -832,21 +832,21 @@ class SpikeKvCache(wiring.Component):
 
 
 def _output_fifo(m, out, push, data, depth, name):
-    """A ``depth``-entry FIFO in front of the output stream ``out``, a shift register with its
-    head on ``out.payload`` (flip-flops). ``data`` enters at an edge where ``push`` is high;
-    the pusher must not push into a full FIFO (the walker's credits see to that)."""
-    entries = [out.payload] + [Signal(out.payload.shape(), name=f"{name}_{i}")
-                               for i in range(1, depth)]
+    """A ``depth``-entry FIFO in front of the output stream ``out``: a circular buffer of
+    flip-flops, written at a write pointer and read through a multiplexer at a read pointer.
+    ``data`` enters at an edge where ``push`` is high; the pusher must not push into a full
+    FIFO (the walker's credits see to that). The entries' load enables depend on ``push``
+    and the write pointer only; ``out.ready`` reaches just the read pointer and the count."""
+    entries = Array(Signal(out.payload.shape(), name=f"{name}_{i}") for i in range(depth))
+    w_ptr = Signal(range(depth), name=f"{name}_w_ptr")
+    r_ptr = Signal(range(depth), name=f"{name}_r_ptr")
     count = Signal(range(depth + 1), name=f"{name}_count")
     pop = out.valid & out.ready
-    slot = Signal(range(depth + 1), name=f"{name}_slot")  # where a pushed beat lands
-    m.d.comb += [out.valid.eq(count != 0), slot.eq(count - pop)]
-    for i, entry in enumerate(entries):
-        with m.If(push & (slot == i)):
-            m.d.sync += entry.eq(data)
-        if i + 1 < depth:
-            with m.Elif(pop):
-                m.d.sync += entry.eq(entries[i + 1])
+    m.d.comb += [out.valid.eq(count != 0), out.payload.eq(entries[r_ptr])]
+    with m.If(push):
+        m.d.sync += [entries[w_ptr].eq(data), w_ptr.eq(Mux(w_ptr == depth - 1, 0, w_ptr + 1))]
+    with m.If(pop):
+        m.d.sync += r_ptr.eq(Mux(r_ptr == depth - 1, 0, r_ptr + 1))
     m.d.sync += count.eq(count + push - pop)
 
 
