@@ -232,3 +232,42 @@ def test_fpga_script_drops_collision_logic_for_no_rw_check(tmp_path, no_rw_check
         assert cells.get("TRELLIS_FF") == 36 and not cells.get("LUT4")  # the read register
     else:
         assert cells.get("TRELLIS_FF", 0) > 36 + 36 and cells.get("LUT4", 0) >= 36
+
+
+def test_bad_seeds_is_a_clean_error(tmp_path, capsys):
+    assert _synth("--target", "ecp5", "--seeds", "0", "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "--seeds must be an integer in 1..16, not 0" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+FAKE_NEXTPNR = """#!/usr/bin/env python3
+import json, sys
+a = sys.argv
+seed, report = int(a[a.index("--seed") + 1]), a[a.index("--report") + 1]
+fmax = {1: 80.5, 2: 91.4, 3: 86.0}[seed]
+json.dump({"fmax": {"clk": {"achieved": fmax, "constraint": 100}},
+           "utilization": {"DP16KD": {"available": 208, "used": 10 + seed}}}, open(report, "w"))
+print(f"Info: Max frequency for clock 'clk': {fmax:.2f} MHz (FAIL at 100.00 MHz)")
+"""
+
+
+def test_seeds_keep_the_fastest_placement_and_list_all(tmp_path):
+    """--seeds N places each design with seeds 1..N and keeps the fastest (its utilisation
+    and seed too); the report lists every seed's fmax."""
+    pnr = tmp_path / "fake-nextpnr"
+    pnr.write_text(FAKE_NEXTPNR)
+    pnr.chmod(0o755)
+    res = {"spike_engine": {"synth": {"lut": 1, "ff": 1, "bram": 11, "dsp": 0}}}
+    assert S._place_and_route("ecp5", tmp_path, str(pnr), S.FPGA_PARTS["ecp5"], res, 3) == {}
+    d = res["spike_engine"]
+    assert d["fmax_mhz"] == 91.4 and d["seed"] == 2
+    assert d["fmax_by_seed"] == {1: 80.5, 2: 91.4, 3: 86.0}
+    assert d["utilisation"]["DP16KD"] == (12, 208) and d["fits"] is True
+    assert all((tmp_path / f"spike_engine.seed{k}.nextpnr.log").exists() for k in (1, 2, 3))
+    assert S.seed_lines(res)[-1] == \
+        "- spike_engine: seed 1: 80.5, seed 2: 91.4, seed 3: 86.0 MHz (kept: seed 2)"
+    one = {"spike_engine": {"synth": {"lut": 1, "ff": 1, "bram": 11, "dsp": 0}}}
+    S._place_and_route("ecp5", tmp_path, str(pnr), S.FPGA_PARTS["ecp5"], one)
+    assert one["spike_engine"]["fmax_mhz"] == 80.5 and "fmax_by_seed" not in one["spike_engine"]
+    assert S.seed_lines(one) == []
