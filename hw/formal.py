@@ -510,8 +510,8 @@ class KvCacheHarness(_Harness):
                     m.d.sync += shadow[(h, s)].eq(beat)
 
         # outstanding reads: at most 2 (one being walked, one last beat held at the output);
-        # with read_register the read_fifo_depth = 5 credits (beats issued, not yet taken)
-        # span up to 3 reads at t_kv 2, and the walker holds the next
+        # with read_register the read_fifo_depth = 6 credits (beats issued, not yet taken)
+        # span at most 4 reads at t_kv 2, the newest still in the walker
         max_reads = 4 if dut.read_register else 2
         entry_bits = word * T + 1 + dut.token_bits
         pend = [Signal(entry_bits, name=f"pending{k}") for k in range(max_reads + 1)]

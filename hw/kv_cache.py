@@ -199,7 +199,7 @@ class SpikeKvCache(wiring.Component):
     + (n-1)*t_kv``); an empty head's beat comes ``EMPTY_LATENCY`` cycles after acceptance. The
     walker issues one plane read per cycle and takes its next request ``n*t_kv + 1`` cycles
     after accepting a query of n keys (``t_kv + 1`` for a read, 2 for an empty head); with
-    ``read_register`` a query right behind a query waits two cycles more. The
+    ``read_register`` a query right behind a query waits three cycles more. The
     score pipeline is issue -> memory word and popcounts -> weighted sum -> Horner and the
     output register. A stalled output (``ready`` low) freezes the walker and every stage (and
     the other output) without loss; a read beat taken while a held score freezes the
@@ -238,7 +238,8 @@ class SpikeKvCache(wiring.Component):
     read_register : bool
         Register the read address before the memory and the memory word before stage 1
         (default False; see ``HwParams.read_register``). Reads, scores and empty beats all
-        come READ_REGISTER_CYCLES = 2 cycles later (reads 1 more: output FIFOs, see
+        come READ_REGISTER_CYCLES = 3 cycles later (address, word, and the word again after
+        the bank multiplexer; reads 1 more: output FIFOs, see
         Timing). It is the FPGA pipeline of the score
         unit too: each popcount tree and the weighted-sum tree get a register inside
         (after POP_CUT_LEVELS and TERM_CUT_LEVELS levels), SCORE_CUT_CYCLES = 2 more cycles
@@ -292,7 +293,7 @@ class SpikeKvCache(wiring.Component):
     READ_LATENCY = 2   # request accepted in cycle c -> plane 0 on read_data_stream in c+2
     SCORE_PIPE = 4     # key planes: issue, memory -> popcounts, weighted sum, Horner -> output
     EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
-    READ_REGISTER_CYCLES = 2  # added to all three by read_register (address and word)
+    READ_REGISTER_CYCLES = 3  # added to all three by read_register (address, word, mux)
     OUTPUT_FIFO_CYCLES = 1    # added to reads by read_register (the read beats' FIFO)
     SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
     POP_CUT_LEVELS = 2        # read_register: popcount trees cut after this many levels
@@ -668,11 +669,14 @@ class SpikeKvCache(wiring.Component):
         s1 = (s1_valid, s1_score, s1_in_range, s1_empty, s1_plane, s1_last_plane, s1_last,
               s1_key)
         if self.read_register:
-            # Stage a holds the read address, the memory word arrives in stage m, and
-            # stage 1 takes it (and its flags) from flip-flops: the popcounts and the read
-            # beat start at a register.
+            # Stage a holds the read address, the memory word arrives in stage m (each
+            # bank's read register), stage x registers it after the bank multiplexer and the
+            # sign mask, and stage 1 takes it (and its flags) from there: the popcounts and
+            # the read beat start at a register, and the long nets from block RAMs spread
+            # over the chip to the multiplexer have a stage of their own.
             a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
             m1 = tuple(Signal.like(x, name=f"m1{x.name[2:]}") for x in s1)
+            x1 = tuple(Signal.like(x, name=f"x1{x.name[2:]}") for x in s1)
             m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(r_used & ~stall),
                          mem.r_load.eq(~stall), read_pending.eq(a1[0])]
             if self.sign_magnitude:
@@ -681,13 +685,15 @@ class SpikeKvCache(wiring.Component):
                 sg = self.signs
                 m.d.comb += [sg.r_addr.eq(s_addr), sg.r_en.eq(r_used & ~stall),
                              sg.r_load.eq(~stall)]
-                word = Signal(self.word_layout)
-                m.d.comb += [word.pos.eq(mem.r_data & ~sg.r_data),
-                             word.neg.eq(mem.r_data & sg.r_data)]
+                banks_word = Signal(self.word_layout)
+                m.d.comb += [banks_word.pos.eq(mem.r_data & ~sg.r_data),
+                             banks_word.neg.eq(mem.r_data & sg.r_data)]
             else:
-                word = mem.r_data
+                banks_word = mem.r_data
+            word = Signal(self.word_layout, name="word")
+            m.d.sync += word.eq(banks_word)  # stage x -> 1 (nothing stalls here)
             if S:  # a score walk's plane still ahead of stage 1 (valid & score)
-                m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1])
+                m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1] | x1[0] & x1[1])
             at_issue = a1
         else:
             at_issue, word = s1, rport.data
@@ -716,7 +722,8 @@ class SpikeKvCache(wiring.Component):
                 m.d.sync += [i_valid.eq(0), r_used.eq(0)]
             with m.If(~stall):
                 m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
-                m.d.sync += [a.eq(b) for a, b in zip(s1, m1)]
+                m.d.sync += [a.eq(b) for a, b in zip(x1, m1)]
+                m.d.sync += [a.eq(b) for a, b in zip(s1, x1)]
         else:
             with m.Elif(~stall | (rd.valid & rd.ready)):
                 # a read beat taken while a score stall freezes the pipeline leaves a bubble

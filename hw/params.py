@@ -76,8 +76,8 @@ class HwParams:
     read_register : bool
         Register every memory's read data before it is used (default False). It adds one
         cycle of latency to the PE array and the dense MAC baseline, and to the KV caches
-        three to reads (their read address, a multiply by t_kv, is registered too, and the
-        read beats leave through a FIFO) and four to scores; and one word of
+        four to reads (their read address is registered too, the word again after the bank
+        multiplexer, and the read beats leave through a FIFO) and five to scores; and one word of
         flip-flops per memory. FPGA block RAMs have a slow clock-to-output (ECP5
         DP16KD 5.83 ns without its output register), which otherwise starts every critical
         path; the FPGA synthesis flow turns it on. An ASIC SRAM macro is timed from its own

@@ -134,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser):
                         help="RTL pipeline for the technology, the same arithmetic: asic "
                              "(HwParams defaults) or fpga (read_register: memory reads "
                              "registered, PE output register, adder trees cut, +1 cycle in the "
-                             "PE array and MAC baseline, +3 for KV reads and +4 for KV scores; "
+                             "PE array and MAC baseline, +4 for KV reads and +5 for KV scores; "
                              "bram_rows=2048: one read register per block-RAM bank; "
                              "firing_parts=1: one carry chain per firing remainder; "
                              "kv_sign_magnitude: KV vectors as sign and magnitude planes); auto = "

@@ -441,7 +441,7 @@ def test_ring_overwrite_waits_for_a_held_read(rr, T):
     when an append to the full head arrives meanwhile. The append waits while the walk has
     planes left to read from the memory: without read_register the held output freezes the
     walk, so the append waits for the release; with it the walk stops only when its credits
-    (read_fifo_depth = 5 beats) run out, so a 7-plane read holds the append until the
+    (read_fifo_depth = 6 beats) run out, so a 7-plane read holds the append until the
     release and a 5-plane read, all of it in the FIFO, does not."""
     d = 8
     c = make(heads=1, head_dim=d, t_kv=T, depth=2, ring=True, read_register=rr)
@@ -459,7 +459,7 @@ def test_ring_overwrite_waits_for_a_held_read(rr, T):
     tr.hooks[60] = lambda t: setattr(t, "p_ready", 1.0)
     tr.run()
     assert len(tr.log["read_data"]) == T  # each beat was checked against the oldest token
-    assert c.read_fifo_depth == (5 if rr else 0)
+    assert c.read_fifo_depth == (6 if rr else 0)
     if not rr or T > c.read_fifo_depth:
         assert tr.log["append"][-1] > 60  # the overwrite waited for the held read
     else:
@@ -489,7 +489,7 @@ def test_read_latency(rr, T):
     assert len(beats) == 4 * T
     for k, a in enumerate(accepted):
         assert beats[k * T:(k + 1) * T] == [a + c.read_latency + p for p in range(T)]
-    assert c.read_latency == 2 + 3 * bool(rr)  # read_register: address, word, output FIFO
+    assert c.read_latency == 2 + 4 * bool(rr)  # read_register: address, word, mux, FIFO
     # the walker takes the next request when it has issued the last plane of the previous one
     assert all(b - a == T + 1 for a, b in zip(accepted, accepted[1:]))
 
@@ -518,10 +518,10 @@ def test_score_latency_and_throughput(T, n, rr):
     assert sc[n] == (q1 + c.empty_latency, dict(score=0, token=0, empty=1, last=1))
     assert [cyc for cyc, _ in sc[n + 1:]] == [q2 + c.score_latency + k * T for k in range(n)]
     # the walker takes the next request n * t_kv + 1 cycles after a query (2: empty head);
-    # with read_register a query behind a query waits two more cycles
-    assert q1 - q0 == n * T + 1 + 2 * bool(rr) and q2 - q1 == 2 + 2 * bool(rr)
-    assert c.score_latency == T + 4 + 4 * bool(rr)
-    assert c.empty_latency == 5 + 4 * bool(rr)
+    # with read_register a query behind a query waits three more cycles
+    assert q1 - q0 == n * T + 1 + 3 * bool(rr) and q2 - q1 == 2 + 3 * bool(rr)
+    assert c.score_latency == T + 4 + 5 * bool(rr)
+    assert c.empty_latency == 5 + 5 * bool(rr)
 
 
 def test_read_beat_taken_during_score_stall():
@@ -556,13 +556,13 @@ def test_read_beat_taken_during_score_stall():
 @pytest.mark.parametrize("over", [0, 1])
 def test_output_credits_decouple_a_held_score(over):
     """read_register: the walker issues a key's last plane only with a credit for its score
-    (score_fifo_depth = 3 at t_kv 3), and nothing stalls. With the score output held, a query
-    of 3 keys leaves all scores in the FIFO and the read behind it comes at its usual
-    latency; with 4 keys the walker waits at key 3's last plane, and the read is taken only
+    (score_fifo_depth = 4 at t_kv 3), and nothing stalls. With the score output held, a query
+    of 4 keys leaves all scores in the FIFO and the read behind it comes at its usual
+    latency; with 5 keys the walker waits at key 4's last plane, and the read is taken only
     after the release. Every beat leaves once (Traffic checks each)."""
     d, T, release = 8, 3, 60
-    c = make(heads=1, head_dim=d, t_kv=T, depth=4, read_register=True)
-    assert c.score_fifo_depth == (c.score_latency - T) // T + 1 == 3
+    c = make(heads=1, head_dim=d, t_kv=T, depth=5, read_register=True)
+    assert c.score_fifo_depth == (c.score_latency - T) // T + 1 == 4
     n = c.score_fifo_depth + over
     tr = Traffic(c, p_ready=dict(read_data=1.0, score=0.0))
     rng = random.Random(16)
@@ -578,7 +578,7 @@ def test_output_credits_decouple_a_held_score(over):
     assert len(beats) == T and len(scores) == n and scores[0] == release
     assert beats == [a + c.read_latency + p for p in range(T)]
     if over:
-        assert a > release  # key 3's score had no credit: the walker waited
+        assert a > release  # key 4's score had no credit: the walker waited
     else:
         assert beats[-1] < release
 
