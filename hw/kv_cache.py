@@ -476,14 +476,20 @@ class SpikeKvCache(wiring.Component):
         # Per-head state: tokens stored and (ring mode) the next slot to write.
         counts = Array(Signal(range(D + 1), name=f"count_{h}") for h in range(H))
         wptrs = Array(Signal(range(D), name=f"wptr_{h}") for h in range(H)) if ring else []
+        if self.read_register:
+            # full flags as flip-flops, set with the count's last step: no count == depth
+            # compare in the append's acceptance
+            fulls = Array(Signal(name=f"full_{h}") for h in range(H))
+        else:
+            fulls = Array(counts[h] == D for h in range(H))
         for h in range(H):
-            m.d.comb += [self.count[h].eq(counts[h]), self.full[h].eq(counts[h] == D)]
+            m.d.comb += [self.count[h].eq(counts[h]), self.full[h].eq(fulls[h])]
 
         def base(head):
             # physical slot of logical token 0 (the oldest)
             if not ring:
                 return 0
-            return Mux(counts[head] == D, wptrs[head], 0)
+            return Mux(fulls[head], wptrs[head], 0)
 
         # Walker (reads and score walks) state, declared here for the append interlock.
         busy = Signal()
@@ -499,7 +505,7 @@ class SpikeKvCache(wiring.Component):
         a_head = ap.payload.head
         a_head_ok = a_head < H
         a_count = counts[a_head]
-        a_full = a_count == D
+        a_full = fulls[a_head]
         a_slot = wptrs[a_head] if ring else a_count
         append_mid = a_plane != 0
         a_blocked = self.clear | (busy | accepting | read_pending if ring else 0)
@@ -556,6 +562,8 @@ class SpikeKvCache(wiring.Component):
                 with m.If(a_plane == T - 1):
                     m.d.comb += ap.ready.eq(1)
                     m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
+                    if self.read_register:
+                        m.d.sync += fulls[a_head].eq(a_full | (a_count == D - 1))
                     if ring:
                         m.d.sync += wptrs[a_head].eq(wrap(wptrs[a_head]))
                     if self.read_register:  # the next slot, a_slot's wrap (non-ring: full)
@@ -837,6 +845,8 @@ class SpikeKvCache(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [self.error.eq(0), a_plane.eq(0)]
             m.d.sync += [c.eq(0) for c in counts]
+            if self.read_register:
+                m.d.sync += [f.eq(0) for f in fulls]
             m.d.sync += [p.eq(0) for p in wptrs]
             if self.read_register:
                 m.d.sync += [b.eq(first) for b, first in zip(a_bases, a_firsts)]
