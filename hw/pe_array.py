@@ -137,8 +137,15 @@ class TernaryAccumulatorArray(wiring.Component):
         stall = Signal()
         last_valid = s1.valid | ev.valid if p.read_register else s1.valid
         if p.read_register:
-            # registered state only: o_stream.ready reaches no read enable or accumulator
-            stall_when = ev.valid & ev.token_end & o_valid
+            # The stall (ev.valid & ev.token_end & o_valid, registered state only) is itself a
+            # flip-flop, computed a cycle ahead from the next values of those three: its
+            # net reaches every weight block RAM's read enable, with no LUT before it.
+            # o_stream.ready reaches only its input.
+            go = Signal(init=1)  # ~stall
+            o_held = o_valid & ~self.o_stream.ready
+            m.d.sync += go.eq(Mux(stall, self.o_stream.ready,
+                                  ~(s1.valid & s1.token_end & (o_held | ev.valid & ev.token_end))))
+            stall_when = ~go
         else:
             stall_when = ev.valid & o_valid & ~self.o_stream.ready
         m.d.comb += [
