@@ -48,8 +48,10 @@ class TernaryAccumulatorArray(wiring.Component):
     register at its last event, so the next token goes on while it is offered; the array
     stalls only at a token's last event while the previous vector is still offered. Its
     ``i_stream.ready`` then depends on registered state only, never on ``o_stream.ready``
-    (on an FPGA that combinational path reached every block RAM's read enable). With a
-    ready sink a token of one event, right after another token, waits one cycle.
+    (on an FPGA that combinational path reached every block RAM's read enable); the stall
+    is a flip-flop of its own, computed a cycle ahead, so the read enables' net starts at
+    a flip-flop with no LUT before it. With a ready sink a token of one event, right after
+    another token, waits one cycle.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
