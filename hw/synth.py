@@ -1146,6 +1146,10 @@ def check_goals(report):
         met = v >= goal and not note
         if key == "ecp5_fmax" and ecp5.get("params", {}).get("read_register"):
             note = "; ".join(filter(None, (note, "fpga RTL style")))
+        if key == "ecp5_fmax" and eng.get("fmax_by_seed"):
+            runs = [f for f in eng["fmax_by_seed"].values() if f is not None]
+            note = "; ".join(filter(None, (note, f"fastest of {len(runs)} nextpnr seeds "
+                                                 f"(slowest {min(runs):.1f} MHz)")))
         if key == "energy_ratio_pe_array" and not met:
             note = _sram_bound_note(report, goal)
         out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,

@@ -212,6 +212,15 @@ def test_goals_report_shortfall_and_reduced_fpga_config():
     assert "energy_ratio_pe_array" not in goals  # not measured in this report
 
 
+def test_ecp5_goal_names_the_seeds_and_the_slowest():
+    eng = {"fmax_mhz": 101.6, "fmax_by_seed": {1: 100.8, 2: 101.6, 3: 99.04}}
+    rep = {"targets": {"ecp5": {"params": {"read_register": True},
+                                "designs": {"spike_engine": eng}}}}
+    g = {g["goal"]: g for g in S.check_goals(rep)}["ecp5_fmax"]
+    assert g["met"] is True and g["value"] == 101.6
+    assert g["note"] == "fpga RTL style; fastest of 3 nextpnr seeds (slowest 99.0 MHz)"
+
+
 @pytest.mark.parametrize("sram_pj, note", [
     (3.24, "out of reach with this SRAM: the weight SRAM costs 3.24 pJ per SOP and 1/3 of the "
            "MAC lane's 9.26 pJ is 3.09 pJ"),
