@@ -39,7 +39,7 @@ def score_bound(head_dim, t_q, t_kv):
     return head_dim * ((1 << t_q) - 1) * ((1 << t_kv) - 1)
 
 
-def _carry_save(m, cols, width, name, cut=None):
+def _carry_save(m, cols, width, name, cut_level=None):
     """Wallace reduction of bit columns (``cols[i]`` holds 1-bit values of weight ``2**i``) to
     at most two bits per column, with full adders (xor3/maj3 cells) and half adders. Returns
     the two rows; their sum is the column sum modulo ``2**width``. Each level is a named
@@ -48,18 +48,16 @@ def _carry_save(m, cols, width, name, cut=None):
     ABC maps the full adders as built: left free it restructured the trees into slower logic
     (the engine's sky130 fmax was 197 MHz without ``keep``, 208 MHz with it).
 
-    ``cut = (levels, en)`` puts a register into the tree, loaded where ``en`` is high: after
-    ``levels`` levels, or after the last one when the tree is shorter (a pipeline stage of
-    one cycle either way)."""
+    ``cut_level`` puts a register into the tree, loaded every cycle (the FPGA pipeline never
+    stalls): after that many levels, or after the last one when the tree is shorter (a
+    pipeline stage of one cycle either way)."""
     cols = [list(c) for c in cols[:width]]
     level = 0
-    cut_level, cut_en = cut if cut is not None else (None, None)
 
     def register(cols):
         flat = [bit for col in cols for bit in col]
         reg = Signal(len(flat), name=f"{name}_cut")
-        with m.If(cut_en):
-            m.d.sync += reg.eq(Cat(*flat))
+        m.d.sync += reg.eq(Cat(*flat))
         out, k = [], 0
         for col in cols:
             out.append([reg[k + r] for r in range(len(col))])
@@ -111,7 +109,7 @@ def _row_sum(x, y, width):
     return (x + y)[:width].as_signed()
 
 
-def _weighted_rows(m, terms, width, name, cut=None):
+def _weighted_rows(m, terms, width, name, cut_level=None):
     """:func:`_weighted_sum` before its final adder: two rows whose sum modulo ``2**width``
     is the value. One carry-save tree: a subtrahend enters as its complement plus a constant
     (``-v = ~v - (2**b - 1)`` for b-bit v), all constants folded into one."""
@@ -128,7 +126,7 @@ def _weighted_rows(m, terms, width, name, cut=None):
     for k in range(width):
         if const >> k & 1:
             cols[k].append(Const(1, 1))
-    return _carry_save(m, cols, width, name, cut)
+    return _carry_save(m, cols, width, name, cut_level)
 
 
 class SpikeKvCache(wiring.Component):
@@ -461,17 +459,17 @@ class SpikeKvCache(wiring.Component):
             wport = mem.write_port()
             rport = mem.read_port(domain="sync")
 
+        firsts = Array(h * D * T for h in range(H))  # each head's first address
+
         def addr(head, slot, plane):
             if self.read_register:
-                # each head's first address from a table, and slot * t_kv as shifted adds:
-                # Yosys maps a multiply to a DSP block (ECP5: 3.9 ns) even by a constant
-                firsts = Array(h * D * T for h in range(H))
+                # slot * t_kv as shifted adds: Yosys maps a multiply to a DSP block (ECP5:
+                # 3.9 ns) even by a constant
                 return firsts[head] + _times_constant(slot, T) + plane
             return (head * D + slot) * T + plane
 
         def wrap(slot):
-            # slot + 1 modulo depth (depth need not be a power of two)
-            return Mux(slot == D - 1, 0, slot + 1)
+            return _next_modulo(slot, D)  # depth need not be a power of two
 
         # Per-head state: tokens stored and (ring mode) the next slot to write.
         counts = Array(Signal(range(D + 1), name=f"count_{h}") for h in range(H))
@@ -521,9 +519,8 @@ class SpikeKvCache(wiring.Component):
         if self.read_register:
             # plane 0's address of each head's next slot, kept per head and stepped by t_kv
             # (reset and clear: the head's first slot): no multiply before the write address
-            a_firsts = [h * D * T for h in range(H)]
-            a_bases = Array(Signal(range(self.mem_depth), name=f"append_base_{h}", init=first)
-                            for h, first in enumerate(a_firsts))
+            a_bases = Array(Signal(range(self.mem_depth), name=f"append_base_{h}",
+                                   init=h * D * T) for h in range(H))
             a_base = a_bases[a_head]
             a_addr = a_base + a_plane
         else:
@@ -562,13 +559,11 @@ class SpikeKvCache(wiring.Component):
                 with m.If(a_plane == T - 1):
                     m.d.comb += ap.ready.eq(1)
                     m.d.sync += [a_plane.eq(0), a_count.eq(Mux(a_full, D, a_count + 1))]
-                    if self.read_register:
-                        m.d.sync += fulls[a_head].eq(a_full | (a_count == D - 1))
                     if ring:
                         m.d.sync += wptrs[a_head].eq(wrap(wptrs[a_head]))
-                    if self.read_register:  # the next slot, a_slot's wrap (non-ring: full)
-                        first = Array(a_firsts)[a_head]
-                        m.d.sync += a_base.eq(Mux(a_slot == D - 1, first, a_base + T))
+                    if self.read_register:  # a_base: the next slot (non-ring: full at the wrap)
+                        m.d.sync += [fulls[a_head].eq(a_full | (a_count == D - 1)),
+                                     a_base.eq(Mux(a_slot == D - 1, firsts[a_head], a_base + T))]
                 with m.Else():
                     m.d.sync += a_plane.eq(a_plane + 1)
 
@@ -685,14 +680,13 @@ class SpikeKvCache(wiring.Component):
             a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
             m1 = tuple(Signal.like(x, name=f"m1{x.name[2:]}") for x in s1)
             x1 = tuple(Signal.like(x, name=f"x1{x.name[2:]}") for x in s1)
-            m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(r_used & ~stall),
-                         mem.r_load.eq(~stall), read_pending.eq(a1[0])]
+            m.d.comb += [mem.r_addr.eq(r_addr), mem.r_en.eq(r_used), mem.r_load.eq(1),
+                         read_pending.eq(a1[0])]
             if self.sign_magnitude:
                 # the sign word is read beside every magnitude plane (same enables)
                 s_addr = Signal(range(H * D))
                 sg = self.signs
-                m.d.comb += [sg.r_addr.eq(s_addr), sg.r_en.eq(r_used & ~stall),
-                             sg.r_load.eq(~stall)]
+                m.d.comb += [sg.r_addr.eq(s_addr), sg.r_en.eq(r_used), sg.r_load.eq(1)]
                 banks_word = Signal(self.word_layout)
                 m.d.comb += [banks_word.pos.eq(mem.r_data & ~sg.r_data),
                              banks_word.neg.eq(mem.r_data & sg.r_data)]
@@ -726,12 +720,11 @@ class SpikeKvCache(wiring.Component):
             with m.Else():
                 m.d.sync += w_plane.eq(w_plane + 1)
         if self.read_register:
-            with m.Elif(~stall):
+            with m.Else():
                 m.d.sync += [i_valid.eq(0), r_used.eq(0)]
-            with m.If(~stall):
-                m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
-                m.d.sync += [a.eq(b) for a, b in zip(x1, m1)]
-                m.d.sync += [a.eq(b) for a, b in zip(s1, x1)]
+            m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
+            m.d.sync += [a.eq(b) for a, b in zip(x1, m1)]
+            m.d.sync += [a.eq(b) for a, b in zip(s1, x1)]
         else:
             with m.Elif(~stall | (rd.valid & rd.ready)):
                 # a read beat taken while a score stall freezes the pipeline leaves a bubble
@@ -770,7 +763,7 @@ class SpikeKvCache(wiring.Component):
                     s1_valid & s1_score, s1_plane == 0, s1_last_plane, s1_last, s1_empty,
                     s1_key), "p1" if self.read_register else None)
             # the FPGA pipeline cuts each adder tree once (LUT levels are slow there)
-            pop_cut = (self.POP_CUT_LEVELS, ~stall) if self.read_register else None
+            pop_cut = self.POP_CUT_LEVELS if self.read_register else None
             for tq in range(Tq):
                 qp, qn = q_pos[tq], q_neg[tq]
                 # name the bit vectors first: slicing an expression would copy it per bit
@@ -796,7 +789,7 @@ class SpikeKvCache(wiring.Component):
                 # the FPGA pipeline registers the tree's two rows: its carry-propagate adder
                 # moves into stage 3, beside the Horner adder (carry chains are fast there)
                 rows = _weighted_rows(m, s2_rows, term_bits, "term",
-                                      (self.TERM_CUT_LEVELS, ~stall))
+                                      self.TERM_CUT_LEVELS)
                 s3_rows = [Signal(term_bits, name=f"s3_term_{r}") for r in "xy"]
                 s3_term = _row_sum(*s3_rows, term_bits)
                 s3_load = [r.eq(v) for r, v in zip(s3_rows, rows)]
@@ -845,11 +838,10 @@ class SpikeKvCache(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [self.error.eq(0), a_plane.eq(0)]
             m.d.sync += [c.eq(0) for c in counts]
-            if self.read_register:
-                m.d.sync += [f.eq(0) for f in fulls]
             m.d.sync += [p.eq(0) for p in wptrs]
             if self.read_register:
-                m.d.sync += [b.eq(first) for b, first in zip(a_bases, a_firsts)]
+                m.d.sync += [f.eq(0) for f in fulls]
+                m.d.sync += [b.eq(h * D * T) for h, b in enumerate(a_bases)]
         return m
 
 
@@ -866,19 +858,21 @@ def _output_fifo(m, out, push, data, depth, name):
     pop = out.valid & out.ready
     m.d.comb += [out.valid.eq(count != 0), out.payload.eq(entries[r_ptr])]
     with m.If(push):
-        m.d.sync += [entries[w_ptr].eq(data), w_ptr.eq(Mux(w_ptr == depth - 1, 0, w_ptr + 1))]
+        m.d.sync += [entries[w_ptr].eq(data), w_ptr.eq(_next_modulo(w_ptr, depth))]
     with m.If(pop):
-        m.d.sync += r_ptr.eq(Mux(r_ptr == depth - 1, 0, r_ptr + 1))
+        m.d.sync += r_ptr.eq(_next_modulo(r_ptr, depth))
     m.d.sync += count.eq(count + push - pop)
+
+
+def _next_modulo(x, n):
+    """``(x + 1) % n`` for ``0 <= x < n`` with a compare, not a divider."""
+    return Mux(x == n - 1, 0, x + 1)
 
 
 def _times_constant(x, k):
     """``x * k`` for a constant ``k`` >= 1, as a sum of shifted copies of ``x``."""
     terms = [x << b for b in range(k.bit_length()) if k >> b & 1]
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
+    return sum(terms[1:], terms[0])
 
 
 def _staged(dst, src, mid=None):
