@@ -210,34 +210,54 @@ def _rel(path):
         return str(path)
 
 
-def register_activity(cases, params, log=print):
+def register_activity(cases, params, log=print, kv_cases=()):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
-    on ``cases`` (golden engine cases that fit ``params``), and the reads per cycle of each of
-    their memories, measured in the Amaranth simulator: the ``activity.json`` keys
-    ``register_activity_by_design``, ``sram_reads_per_cycle_by_design`` and
-    ``register_activity_source``. (:mod:`spikemllm.hw.register_activity`; OpenSTA starts
-    every register output from that rate.)"""
+    on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
+    with its score unit) on ``kv_cases`` (golden attention cases, each on a cache sized for
+    it), and the reads per cycle of each of their memories, measured in the Amaranth
+    simulator: the ``activity.json`` keys ``register_activity_by_design``,
+    ``sram_reads_per_cycle_by_design``, ``register_activity_source`` and, with ``kv_cases``,
+    ``port_activity_by_design`` and ``score_planes_per_cycle`` (key planes scored per cycle:
+    scores x t_kv / cycles, the score walker's utilisation, which carries over to other t_kv).
+    (:mod:`spikemllm.hw.register_activity`; OpenSTA starts every register output from that
+    rate.)"""
     from spikemllm.hw import register_activity as RA
+
+    from .stimulus import kv_params_for
 
     measures = {
         "spike_engine": lambda c: RA.spike_engine_activity(params, c),
         "pe_array": lambda c: RA.pe_array_activity(params, c.weights, c.events, horner=c.horner),
         "mac_baseline": lambda c: RA.mac_baseline_activity(params, c.weights, c.events,
                                                            horner=c.horner)}
-    tot = {d: [0, 0] for d in measures}
-    reads = {d: {} for d in measures}
-    cycles = dict.fromkeys(measures, 0)
-    names = []
+    jobs = []
     for case in cases:
         case.check_fits(params)
-        names.append(case.name)
-        for design, fn in measures.items():
-            r = fn(case)
-            tot[design][0] += r["toggles"]
-            tot[design][1] += r["bits"] * r["cycles"]
-            cycles[design] += r["cycles"]
-            for mem, n in r["memory_reads"].items():
-                reads[design][mem] = reads[design].get(mem, 0) + n
+        jobs += [(design, fn, case) for design, fn in measures.items()]
+    kv_sizes, t_kv_of = [], {}
+    for case in kv_cases:
+        kp = kv_params_for(case, params)
+        kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
+                        f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
+        jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c), case))
+        t_kv_of[case.name] = kp.t_kv
+    designs = list(dict.fromkeys(d for d, _, _ in jobs))
+    tot = {d: [0, 0] for d in designs}
+    reads = {d: {} for d in designs}
+    cycles = dict.fromkeys(designs, 0)
+    ports, planes, scores = {}, 0, 0
+    for design, fn, case in jobs:
+        r = fn(case)
+        tot[design][0] += r["toggles"]
+        tot[design][1] += r["bits"] * r["cycles"]
+        cycles[design] += r["cycles"]
+        for mem, n in r["memory_reads"].items():
+            reads[design][mem] = reads[design].get(mem, 0) + n
+        for port, rate in r.get("port_toggles", {}).items():
+            ports.setdefault(design, {}).setdefault(port, []).append((rate, r["cycles"]))
+        if "scores" in r:
+            scores += r["scores"]
+            planes += r["scores"] * t_kv_of[case.name]
     rates = {d: t / b for d, (t, b) in tot.items() if b}
     sram = {d: {mem: n / cycles[d] for mem, n in mems.items()}
             for d, mems in reads.items() if cycles[d]}
@@ -246,13 +266,26 @@ def register_activity(cases, params, log=print):
             + ", ".join(f"{d} {r:.3f}" for d, r in rates.items()))
         log("  SRAM reads per cycle: " + "; ".join(
             f"{d} " + ", ".join(f"{m} {v:.3f}" for m, v in mems.items()) for d, mems in sram.items()))
-    return {"register_activity_by_design": rates,
-            "sram_reads_per_cycle_by_design": sram,
-            "register_activity_source": (
-                "Amaranth simulator, every clocked register of each design (memories "
-                "excluded; the engine's KV caches idle) on golden cases "
-                f"{', '.join(names) or 'none'} at lanes={params.lanes}, in_max={params.in_max}, "
-                f"t_max={params.t_max}, one input per cycle, output always ready")}
+    names = [c.name for c in cases]
+    out = {"register_activity_by_design": rates,
+           "sram_reads_per_cycle_by_design": sram,
+           "register_activity_source": (
+               "Amaranth simulator, every clocked register of each design (memories "
+               "excluded; the engine's KV caches idle) on golden cases "
+               f"{', '.join(names) or 'none'} at lanes={params.lanes}, in_max={params.in_max}, "
+               f"t_max={params.t_max}, one input per cycle, output always ready"
+               + (f"; spike_kv_cache (K cache with its score unit) on golden attention cases "
+                  f"{', '.join(kv_sizes)}: every token's K appended, then every query scored, "
+                  "scores checked, outputs always ready" if kv_sizes else ""))}
+    if kv_sizes:
+        # cycle-weighted mean per port; the other input ports hold still (0)
+        out["port_activity_by_design"] = {
+            d: {p: sum(r * c for r, c in v) / max(1, sum(c for _, c in v)) for p, v in pp.items()}
+            for d, pp in ports.items()}
+        out["score_planes_per_cycle"] = planes / cycles["spike_kv_cache"]
+        log(f"  spike_kv_cache: {scores} scores ({planes} key planes) in "
+            f"{cycles['spike_kv_cache']} cycles")
+    return out
 
 
 def activity(runs):

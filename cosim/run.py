@@ -213,7 +213,7 @@ def _run(args, configs, seed, out, t_start, log):
         golden[Path(extra).name] = (Path(extra), g.kind)
 
     runs, builds = [], {}
-    golden_cases = []
+    golden_cases, golden_kv = [], {}
     for ci, name in enumerate(configs):
         params = R.hw_params(name)
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")
@@ -239,6 +239,7 @@ def _run(args, configs, seed, out, t_start, log):
         for gname, (gdir, kind) in golden.items():
             if kind == "attention":
                 kcase = golden_kv_case(gdir, name=gname)
+                golden_kv.setdefault(gname, kcase)
                 kp = kv_params_for(kcase, params)
                 if kp == params:
                     kv_sets[0][2].insert(0, kcase)
@@ -264,8 +265,9 @@ def _run(args, configs, seed, out, t_start, log):
     synth_params = HwParams()
     fit = [c for c in golden_cases if _fits(c, synth_params)]
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
-        f"{len(fit)} golden case(s)")
-    act.update(R.register_activity(fit, synth_params, log=lambda m: log(m)))
+        f"{len(fit)} golden case(s); spike_kv_cache on {len(golden_kv)} attention case(s)")
+    act.update(R.register_activity(fit, synth_params, log=lambda m: log(m),
+                                   kv_cases=list(golden_kv.values())))
     _write_json(out / "summary.json", summary)
     _write_json(out / "activity.json", act)
 

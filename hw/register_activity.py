@@ -20,7 +20,8 @@ from .mac_baseline import pack_inputs
 from .params import HwParams
 
 __all__ = ["clocked_registers", "memory_read_enables", "register_toggle_rate",
-           "pe_array_activity", "mac_baseline_activity", "spike_engine_activity"]
+           "pe_array_activity", "mac_baseline_activity", "spike_engine_activity",
+           "kv_cache_activity"]
 
 
 def clocked_registers(component):
@@ -65,6 +66,56 @@ def memory_read_enables(component):
     return dict(sorted(found.items()))
 
 
+class _ToggleProbe:
+    """Counts, edge by edge, the bit transitions of every clocked register of ``dut`` and the
+    edges at which each of its memories' read ports is enabled (see :func:`register_toggle_rate`).
+    ``frag`` is the elaborated top to simulate; :meth:`tick` replaces ``ctx.tick()``."""
+
+    def __init__(self, dut):
+        top = Module()
+        top.submodules.dut = dut
+        top.domains.sync = ClockDomain("sync")
+        self.frag = Fragment.get(top, None)   # elaborated once: simulated and searched alike
+        self.named = {k.removeprefix("dut."): v
+                      for k, v in clocked_registers(self.frag).items()}
+        self.regs = list(self.named.values())
+        self.mems = {k.removeprefix("dut."): v
+                     for k, v in memory_read_enables(self.frag).items()}
+        self.enables = [en for ens in self.mems.values() for en in ens]
+        self.masks = [(1 << len(r)) - 1 for r in self.regs]
+        self.bits = sum(len(r) for r in self.regs)
+        self.per_reg = [0] * len(self.regs)
+        self.per_en = [0] * len(self.enables)
+        self.cycles = 0
+        self._prev = None
+
+    async def tick(self, ctx, *signals):
+        """One clock edge: counts it and returns ``signals`` sampled at it."""
+        _, _, *vals = await ctx.tick().sample(*signals, *self.enables, *self.regs)  # clk, rst
+        got, vals = vals[:len(signals)], vals[len(signals):]
+        ens, vals = vals[:len(self.enables)], vals[len(self.enables):]
+        vals = [v & m for v, m in zip(vals, self.masks)]
+        for k, e in enumerate(ens):   # the enable sampled at the edge that reads
+            self.per_en[k] += bool(e)
+        if self._prev is not None:
+            for k, (a, b) in enumerate(zip(vals, self._prev)):
+                self.per_reg[k] += (a ^ b).bit_count()
+            self.cycles += 1
+        self._prev = vals
+        return got
+
+    def result(self):
+        toggles = sum(self.per_reg)
+        rate = toggles / (self.bits * self.cycles) if self.bits and self.cycles else None
+        reads, k = {}, 0
+        for path, ens in self.mems.items():
+            reads[path] = sum(self.per_en[k:k + len(ens)])
+            k += len(ens)
+        return {"rate": rate, "toggles": toggles, "bits": self.bits, "cycles": self.cycles,
+                "registers": len(self.regs),
+                "by_register": dict(zip(self.named, self.per_reg)), "memory_reads": reads}
+
+
 def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=None):
     """Stream ``inputs`` through ``dut`` and measure its registers' transitions per bit-cycle.
 
@@ -77,21 +128,11 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
     (``by_register``: register path -> toggles; ``memory_reads``: memory path -> clock edges
     with a read port enabled, summed over its read ports, from the first input's edge on).
     """
-    top = Module()
-    top.submodules.dut = dut
-    top.domains.sync = ClockDomain("sync")
-    frag = Fragment.get(top, None)   # elaborated once: simulated and searched alike
-    named = {k.removeprefix("dut."): v for k, v in clocked_registers(frag).items()}
-    regs = list(named.values())
-    mems = {k.removeprefix("dut."): v for k, v in memory_read_enables(frag).items()}
-    enables = [en for ens in mems.values() for en in ens]
-    masks = [(1 << len(r)) - 1 for r in regs]
-    bits = sum(len(r) for r in regs)
+    probe = _ToggleProbe(dut)
     if max_cycles is not None:
         inputs = inputs[:max_cycles]
-    sim = Simulator(frag)
+    sim = Simulator(probe.frag)
     sim.add_clock(1e-8)
-    out = {}
 
     async def bench(ctx):
         if setup is not None:
@@ -103,42 +144,22 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
             await ctx.tick()
         ctx.set(dut.w_stream.valid, 0)
         await ctx.tick()
-        prev, cycles, pos, idle = None, 0, 0, 0
-        per_reg = [0] * len(regs)
-        per_en = [0] * len(enables)
+        pos, idle = 0, 0
         while pos < len(inputs) or idle < 8:
             offered = pos < len(inputs)
             ctx.set(dut.i_stream.valid, int(offered))
             if offered:
                 ctx.set(dut.i_stream.payload.as_value(), inputs[pos])
-            _, _, taken, ready, out_valid, *vals = await ctx.tick().sample(  # clk, rst first
-                dut.i_stream.valid, dut.i_stream.ready, dut.o_stream.valid, *enables, *regs)
-            ens, vals = vals[:len(enables)], vals[len(enables):]
-            vals = [v & m for v, m in zip(vals, masks)]
-            for k, e in enumerate(ens):   # the enable sampled at the edge that reads
-                per_en[k] += bool(e)
-            if prev is not None:
-                for k, (a, b) in enumerate(zip(vals, prev)):
-                    per_reg[k] += (a ^ b).bit_count()
-                cycles += 1
-            prev = vals
+            taken, ready, out_valid = await probe.tick(
+                ctx, dut.i_stream.valid, dut.i_stream.ready, dut.o_stream.valid)
             if taken and ready:
                 pos += 1
             # stop once the last output has left and the design is quiet
             idle = idle + 1 if pos >= len(inputs) and not out_valid else 0
-        out.update(per_reg=per_reg, per_en=per_en, cycles=cycles)
 
     sim.add_testbench(bench)
     sim.run()
-    toggles = sum(out["per_reg"])
-    rate = toggles / (bits * out["cycles"]) if bits and out["cycles"] else None
-    reads, k = {}, 0
-    for path, ens in mems.items():
-        reads[path] = sum(out["per_en"][k:k + len(ens)])
-        k += len(ens)
-    return {"rate": rate, "toggles": toggles, "bits": bits, "cycles": out["cycles"],
-            "registers": len(regs),
-            "by_register": dict(zip(named, out["per_reg"])), "memory_reads": reads}
+    return probe.result()
 
 
 def _weight_writes(params, weights, data_field):
@@ -192,3 +213,82 @@ def spike_engine_activity(params: HwParams, case, *, max_cycles=None):
 
     return register_toggle_rate(dut, weight_writes=_weight_writes(params, case.weights, "data"),
                                 inputs=words, setup=setup, max_cycles=max_cycles)
+
+
+def kv_cache_activity(params, case, *, max_cycles=None):
+    """Register toggles, input-port toggles and memory reads of the K cache (SpikeKvCache with
+    its score unit, built by ``kv_cache_from_params(params)``) on a cosim ``KvCase``.
+
+    The traffic is an attention layer's: every token's K is appended (token by token, every
+    head), then every query is scored against its head's cached keys, one beat offered per
+    cycle and ``score_stream`` always ready. Every score is checked against the case's
+    ``expected_scores`` (ValueError on a mismatch), so the rates come from a correct run.
+    Returns :func:`register_toggle_rate`'s dict plus ``scores`` (beats taken),
+    ``port_toggles`` (port -> transitions per bit and cycle of the payload as driven, held
+    between beats) and ``port_bits``. ``max_cycles`` stops offering beats after that many.
+    """
+    from .kv_cache import kv_cache_from_params
+
+    dut = kv_cache_from_params(params)
+    heads, tokens = case.k_pos.shape[:2]
+    n_queries = case.q_pos.shape[0]
+    if heads != dut.heads or tokens > dut.depth:
+        raise ValueError(f"case {case.name}: {heads} heads x {tokens} tokens does not fit a "
+                         f"cache of {dut.heads} heads x {dut.depth} tokens")
+    beats = [("append_stream", dut.pack_append(h, case.k_pos[h, n], case.k_neg[h, n]))
+             for n in range(tokens) for h in range(heads)]
+    beats += [("query_stream", dut.pack_query(h, case.q_pos[q, h], case.q_neg[q, h]))
+              for q in range(n_queries) for h in range(heads)]
+    if max_cycles is not None:
+        beats = beats[:max_cycles]
+    expected = case.expected_scores()   # [queries, heads, tokens]
+    ports = ("append_stream", "query_stream")
+    port_bits = {p: len(getattr(dut, p).payload.as_value()) for p in ports}
+    probe = _ToggleProbe(dut)
+    sim = Simulator(probe.frag)
+    sim.add_clock(1e-8)
+    out = {"scores": 0, "port_toggles": dict.fromkeys(ports, 0)}
+
+    async def bench(ctx):
+        ctx.set(dut.score_stream.ready, 1)
+        ctx.set(dut.read_data_stream.ready, 1)
+        held = dict.fromkeys(ports, 0)
+        pos, idle, queries_done, got = 0, 0, 0, []
+        n_query_beats = sum(p == "query_stream" for p, _ in beats)
+        while pos < len(beats) or idle < 8:
+            port = beats[pos][0] if pos < len(beats) else None
+            for p in ports:
+                ctx.set(getattr(dut, p).valid, int(p == port))
+            if port is not None:
+                word = beats[pos][1]
+                out["port_toggles"][port] += (held[port] ^ word).bit_count()
+                held[port] = word
+                ctx.set(getattr(dut, port).payload.as_value(), word)
+            s = getattr(dut, port or "append_stream")
+            taken, ready, sv, sw = await probe.tick(ctx, s.valid, s.ready,
+                                                    dut.score_stream.valid,
+                                                    dut.score_stream.payload.as_value())
+            if taken and ready:
+                pos += 1
+            if sv:
+                beat = dut.unpack_score(sw)
+                got.append(beat["score"])
+                if beat["last"]:
+                    q, h = divmod(queries_done, heads)
+                    want = [int(x) for x in expected[q, h]]
+                    if got != want:
+                        raise ValueError(f"case {case.name}: query {q} head {h} scored "
+                                         f"{got}, the reference gives {want}")
+                    queries_done, got = queries_done + 1, []
+                out["scores"] += 1
+            busy = pos < len(beats) or queries_done < n_query_beats
+            idle = 0 if busy or sv else idle + 1
+
+    sim.add_testbench(bench)
+    sim.run()
+    r = probe.result()
+    cycles = max(1, r["cycles"])
+    r.update(scores=out["scores"], port_bits=port_bits,
+             port_toggles={f"{p}__payload": out["port_toggles"][p] / (port_bits[p] * cycles)
+                           for p in ports})
+    return r

@@ -36,6 +36,7 @@ BASELINE = "mac_baseline"
 ENGINE = "spike_engine"
 PE_ARRAY = "pe_array"  # the PE array alone: the like-for-like partner of the MAC lanes
 FIRING = "tc_lif_firing"  # the firing unit alone; only on request (it is inside the engine)
+KV_CACHE = "spike_kv_cache"  # the K cache with its score unit (the export top)
 SOP_DESIGNS = (ENGINE, PE_ARRAY)
 #: ABC maps logic against this fraction of the clock period. Its delay model (fixed 5 fF
 #: loads, inv_2 drivers) is optimistic next to OpenSTA's, so mapping at the full period left
@@ -53,6 +54,8 @@ DEFAULT_ACTIVITY = {
     "register_activity_by_design": {},
     "sram_reads_per_cycle_by_design": {},
     "mac_input_activity": None,
+    "port_activity_by_design": {},
+    "score_planes_per_cycle": None,
     "events_per_cycle": 1.0,
     "mac_ops_per_cycle": 1.0,
     "sram_reads_per_cycle": None,
@@ -94,7 +97,9 @@ Targets (--target, comma-separated; default: all, skipping what lacks a tool):
 
 Derived: energy per SOP = power / (events_per_cycle x LANES x f) for spike_engine and for
 pe_array, and energy per MAC of the baseline (same LANES, W_BITS, weight memory and
-accumulator width; A_BITS = T_MAX + 1) in the same run, with the ratios.
+accumulator width; A_BITS = T_MAX + 1) in the same run, with the ratios; with a measured
+score_planes_per_cycle, spike_kv_cache's energy per score = power / (score_planes_per_cycle /
+T_KV x f).
 
 Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.md):
   {"input_activity": 0.2, "port_activity": {"glob": a}, "register_activity": null,
@@ -106,7 +111,9 @@ Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.m
   sim measures spike_engine, pe_array and mac_baseline), else it is input_activity.
   sram_reads_per_cycle_by_design {"design": {"memory": r}} gives each memory's reads per
   cycle (make sim counts its read-enable cycles); else every read port reads at the
-  design's op rate (sram_reads_per_cycle overrides both).
+  design's op rate (sram_reads_per_cycle overrides both). port_activity_by_design
+  {"design": {"glob": a}} gives a design its own measured input-port rates (the others
+  still); make sim measures spike_kv_cache on a golden attention case.
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
@@ -245,6 +252,7 @@ def load_activity(path):
     num("mac_ops_per_cycle", 1e-6, 1.0)
     num("sram_reads_per_cycle", 0.0, 1.0, allow_none=True)
     num("sram_writes_per_cycle", 0.0, 1.0)
+    num("score_planes_per_cycle", 1e-6, 1.0, allow_none=True)
     pa = d.get("port_activity", {})
     if not _number_map(pa, 0.0, 2.0):
         raise ValueError("--activity: port_activity must map port-name globs to numbers 0..2")
@@ -265,6 +273,13 @@ def load_activity(path):
                          "{memory name: reads per cycle 0..8}")
     act["sram_reads_per_cycle_by_design"] = {
         k: {m: float(v) for m, v in mems.items()} for k, mems in sr.items()}
+    pd = d.get("port_activity_by_design", {}) or {}
+    if not isinstance(pd, dict) or not all(
+            isinstance(k, str) and _number_map(pp, 0.0, 2.0) for k, pp in pd.items()):
+        raise ValueError("--activity: port_activity_by_design must map design names to "
+                         "{port-name glob: activity 0..2}")
+    act["port_activity_by_design"] = {k: {p: float(v) for p, v in pp.items()}
+                                      for k, pp in pd.items()}
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -461,7 +476,7 @@ def build_designs(params, wanted=None):
     if want is None or BASELINE in want:
         designs[BASELINE] = baseline_for(params)
     if want is not None:
-        unknown = want - set(designs) - {ENGINE, "spike_kv_cache", PE_ARRAY}
+        unknown = want - set(designs) - {ENGINE, KV_CACHE, PE_ARRAY}
         if unknown:
             raise ValueError(f"--designs: unknown design(s) {sorted(unknown)}; allowed: "
                              f"{ENGINE}, spike_kv_cache, {PE_ARRAY}, {BASELINE}, {FIRING}")
@@ -659,15 +674,17 @@ def sta_script(top, lib, period_ns, act):
         lines.append(f"set_power_activity -global -activity {act['register_activity']}")
     else:
         reg = act.get("register_activity_by_design", {}).get(top)
-        if reg is None:
-            lines.append(f"set_power_activity -input -activity {act['input_activity']}")
-        else:
-            # OpenSTA 2019 starts every register output from -input: give it this design's
-            # measured register rate, and every data input its own rate explicitly
-            lines += [f"set_power_activity -input -activity {reg}",
-                      "set_power_activity -input_ports [delete_from_list [all_inputs] "
-                      f"[get_ports clk]] -activity {act['input_activity']}"]
-        for pattern, a in act.get("port_activity", {}).items():
+        own = act.get("port_activity_by_design", {}).get(top)
+        # OpenSTA 2019 starts every register output from -input: give it this design's
+        # measured register rate, and every data input its own rate explicitly (with measured
+        # rates of the design's own ports, the ones not named hold still)
+        lines.append(f"set_power_activity -input -activity "
+                     f"{act['input_activity'] if reg is None else reg}")
+        if reg is not None or own:
+            lines.append("set_power_activity -input_ports [delete_from_list [all_inputs] "
+                         f"[get_ports clk]] -activity {0.0 if own else act['input_activity']}")
+        ports = own if own else act.get("port_activity", {})
+        for pattern, a in ports.items():
             lines.append(f"if {{[llength [get_ports -quiet {{{pattern}}}]]}} "
                          f"{{ set_power_activity -input_ports [get_ports {{{pattern}}}] "
                          f"-activity {a} }}")
@@ -810,6 +827,14 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                     d[key.replace("_pj", "_logic_only_pj")] = e_logic
                     d["ops_per_cycle"] = ops
                     d["lanes"] = lanes
+                if name == KV_CACHE and act.get("score_planes_per_cycle"):
+                    # the measured walker utilisation, at this cache's t_kv
+                    spc = act["score_planes_per_cycle"] / comp.t_kv
+                    d["scores_per_cycle"] = spc
+                    d["energy_per_score_pj"] = energy_per_op_pj(
+                        d["power_mw"]["total"], spc, 1, clock_mhz)
+                    d["energy_per_score_logic_only_pj"] = energy_per_op_pj(
+                        tot["total"], spc, 1, clock_mhz)
                 _log(f"sky130: {name}: logic {d['area_um2']['logic']:.0f} um^2 + SRAM "
                      f"{sram_area:.0f} um^2, fmax {d['fmax_mhz']:.1f} MHz, "
                      f"{d['power_mw']['total']:.3f} mW")
@@ -882,12 +907,12 @@ def _shrink(params, over, design_names, over_designs=()):
     p = params
     if "bram" in over:
         f = factor(over["bram"])
-        if p.kv_depth > 16 and set(design_names) & {ENGINE, "spike_kv_cache"}:
+        if p.kv_depth > 16 and set(design_names) & {ENGINE, KV_CACHE}:
             return dataclasses.replace(p, kv_depth=max(16, p.kv_depth // f))
         if p.in_max > 64:
             return dataclasses.replace(p, in_max=max(64, p.in_max // f))
     worst = max(over.values())
-    if set(over_designs) & {"spike_kv_cache", ENGINE}:  # the engine holds two KV caches
+    if set(over_designs) & {KV_CACHE, ENGINE}:  # the engine holds two KV caches
         if p.heads > 1:
             return dataclasses.replace(p, heads=max(1, p.heads // factor(worst)))
         if p.head_dim > 8:
@@ -1305,7 +1330,8 @@ def render_markdown(rep):
             for n, d in r["designs"].items():
                 pw = d.get("power_mw", {})
                 tm = d.get("timing", {})
-                e = d.get("energy_per_sop_pj", d.get("energy_per_mac_pj"))
+                e = d.get("energy_per_sop_pj",
+                          d.get("energy_per_mac_pj", d.get("energy_per_score_pj")))
                 L.append(f"| {n} | {_f(d['area_um2']['logic'], '{:.0f}')} | "
                          f"{_f(d['area_um2']['sram'], '{:.0f}')} | {d['std_cells']} | "
                          f"{_f(d.get('fmax_mhz'), '{:.1f}')} | "
@@ -1314,6 +1340,14 @@ def render_markdown(rep):
                          f"{_f(pw.get('switching'), '{:.3g}')} | "
                          f"{_f((pw.get('sram_dynamic') or 0) + (pw.get('sram_leakage') or 0) if pw else None, '{:.3g}')} | "
                          f"{_f(pw.get('total'), '{:.3g}')} | {_f(e, '{:.3g}')} |")
+            kv = r["designs"].get(KV_CACHE, {})
+            if kv.get("energy_per_score_pj") is not None:
+                L += ["", f"pJ/op of {KV_CACHE} is per score (one query . key dot product of "
+                      f"head_dim elements): {kv['energy_per_score_pj']:.4g} pJ, logic only "
+                      f"{kv['energy_per_score_logic_only_pj']:.4g} pJ, at "
+                      f"{kv['scores_per_cycle']:.4g} scores per cycle (the measured score "
+                      "walker utilisation, score_planes_per_cycle "
+                      f"{act.get('score_planes_per_cycle'):.3g}, over t_kv)."]
             mems = [(n, m) for n, d in r["designs"].items() for m in d["memories"]]
             if mems:
                 L += ["", "Memories (blackboxed, costed with the SRAM model):", "",

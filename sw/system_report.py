@@ -183,6 +183,9 @@ class Hardware:
     buffer_kib: float
     dram: mm.DramSpec
     sram: mm.SramSpec
+    #: spike design only: dynamic energy of the K cache's score unit per query.key element
+    #: (energy per score / head_dim); None prices Q.K^T as INT MACs, as in the dense design
+    e_score_elem_pj: float | None = None
 
     @property
     def weight_sram_bits(self):
@@ -531,7 +534,8 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
         dram_w += w_dram * lin.count
         dram_act += a_dram * lin.count
 
-    # attention: priced as INT MACs in both designs (the popcount score unit is not synthesised)
+    # attention: priced as INT MACs in both designs, unless hw.e_score_elem_pj prices the
+    # spike design's Q.K^T (half of att_macs) on its K cache's popcount score unit
     if kind == "prefill":
         ctx_sum = (n_tokens * (n_tokens + 1) // 2) if shape.causal else n_tokens * n_tokens
         new_kv_tokens = n_tokens
@@ -553,7 +557,9 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
     dram_embed = n_tokens * shape.hidden * EMBED_BITS
 
     e_op = hw.e_sop_pj if design == "spike" else hw.e_mac_pj
-    compute_j = (compute_ops * e_op + att_macs * hw.e_mac_pj) * 1e-12
+    qk = att_macs / 2 if design == "spike" and hw.e_score_elem_pj is not None else 0.0
+    compute_j = (compute_ops * e_op + (att_macs - qk) * hw.e_mac_pj
+                 + qk * (hw.e_score_elem_pj or 0.0)) * 1e-12
     # The weight memories are macros with ungated clocks: while an engine computes, every
     # cycle costs the macro's idle energy, and each row read or write adds its excess over
     # idle (an access figure is the whole macro's cycle; see hw.sram_model.sram_energy_pj).
@@ -747,6 +753,7 @@ def load_synth(path, explicit):
             "engine_sram_area_um2": {"value": None, "source": "computed: weight memory bits x "
                                      "cited sky130 SRAM um^2/bit (" + fb + ")"},
             "e_engine_sop_pj": {"value": None, "source": fb},
+            "e_score_elem_pj": {"value": None, "source": fb},
         })
         inputs["mac_fmax_mhz"] = {"value": 200.0, "source": "fallback: same clock as the spike engine"}
         for k, base in (("mac_leakage_mw", "leakage_mw"), ("mac_logic_area_um2", "logic_area_um2"),
@@ -795,6 +802,19 @@ def load_synth(path, explicit):
                                "(synth.json has no mac_baseline energy)"}
     e = dyn_scaled(["energy_per_sop_logic_only_pj"], d.get("power_mw"), "engine")
     inputs["e_engine_sop_pj"] = e or {"value": None, "source": "absent from synth.json"}
+    # the K cache's score unit: energy per score (one query.key dot product) / head_dim
+    e_score = _design_get(d, "spike_kv_cache", "energy_per_score_logic_only_pj")
+    hd = params.get("head_dim") if isinstance(params, dict) else None
+    if isinstance(e_score, (int, float)) and hd:
+        frac = _dyn_fraction(_design_power(d, "spike_kv_cache"))
+        inputs["e_score_elem_pj"] = {
+            "value": e_score * (frac if frac is not None else 1.0) / hd,
+            "source": src_p + f" (spike_kv_cache.energy_per_score_logic_only_pj {e_score:.4g}"
+                      + (f" x dynamic share {frac:.6f}" if frac is not None else "")
+                      + f" / head_dim {hd})"}
+    else:
+        inputs["e_score_elem_pj"] = {"value": None, "source": "absent from synth.json (make "
+                                     "sim measures the K cache only with an attention case)"}
 
     v, k = _first(d, ["power_mw.leakage"])
     inputs["leakage_mw"] = ({"value": v, "source": src_p + f" ({k}, engine logic)"} if v is not None
@@ -1008,6 +1028,13 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             "tokens_per_j": spike_tokens_per_j(replace(hw, e_sop_pj=eng)),
             "note": "spike engine's logic energy per SOP (firing unit and KV-cache logic clocked "
                     "every cycle) instead of the PE array's"}
+    esc = si.get("e_score_elem_pj", {}).get("value")
+    if esc:
+        sens["attention_on_score_unit"] = {
+            "e_score_elem_pj": esc, "source": si["e_score_elem_pj"]["source"],
+            "tokens_per_j": spike_tokens_per_j(replace(hw, e_score_elem_pj=esc)),
+            "note": "Q.K^T on the K cache's popcount score unit (its measured energy per score / "
+                    "head_dim) instead of INT MACs"}
     sens["dram_pj_per_bit"] = {
         str(x): spike_tokens_per_j(replace(hw, dram=replace(dspec, pj_per_bit=x)))
         for x in dspec.pj_per_bit_range}
@@ -1180,8 +1207,8 @@ ASSUMPTIONS = [
     "weights per block or spilling activations to DRAM is taken, per layer.",
     "A shared input (q/k/v, gate/up) is written once; activations are address events of "
     "event_bits bits (spike) or INT(T+1) values (dense).",
-    "Attention (QK^T and AV) is priced as INT MACs at the dense MAC energy in both designs; "
-    "softmax, norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV = 2 T_kv "
+    "Attention (QK^T and AV) is priced as INT MACs at the dense MAC energy in both designs "
+    "(a sensitivity row prices the spike design's QK^T on its K-cache score unit); softmax, norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV = 2 T_kv "
     "bit-planes per element, dense KV = INT(T_kv+1).",
     "Compute and DRAM transfers overlap (double buffering): time = max(compute, DRAM); DRAM "
     "runs at its peak bandwidth (optimistic).",
@@ -1298,6 +1325,11 @@ def render_markdown(rep):
             e = sens["engine_level_compute_energy"]
             L.append(f"- {e['note']} ({_fmt(e['e_sop_pj'])} pJ/SOP): "
                      + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_j"].items()) + ".")
+        if "attention_on_score_unit" in sens:
+            e = sens["attention_on_score_unit"]
+            L.append(f"- {e['note']} ({_fmt(e['e_score_elem_pj'])} pJ per element, against "
+                     f"{_fmt(rep['inputs']['e_mac_pj']['value'])} pJ per MAC): "
+                     + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_j"].items()) + ".")
         for x, v in sens.get("dram_pj_per_bit", {}).items():
             L.append(f"- DRAM at {x} pJ/bit: " + ", ".join(f"{n} {_fmt(t)}" for n, t in v.items()) + ".")
         fl = (rep.get("floor") or {}).get("decode_b1_j_per_token")
@@ -1324,9 +1356,12 @@ def render_markdown(rep):
              f"{': ' + ', '.join(fr['sources']) if fr['sources'] else ''}"
              f"{'; ' + fr['note'] if fr.get('note') else ''} |")
     for k in ("events_per_cycle", "fmax_mhz", "mac_fmax_mhz", "e_sop_pj", "e_mac_pj",
-              "e_engine_sop_pj", "leakage_mw", "mac_leakage_mw", "logic_area_um2",
+              "e_engine_sop_pj", "e_score_elem_pj", "leakage_mw", "mac_leakage_mw",
+              "logic_area_um2",
               "engine_sram_area_um2", "mac_logic_area_um2", "mac_sram_area_um2", "lanes",
               "w_bits", "in_max", "t_max", "t_kv", "event_bits"):
+        if k not in inp:   # a report.json from before the key existed
+            continue
         L.append(f"| {k} | {_fmt(inp[k]['value'])} | {inp[k]['source']} |")
     d = inp["dram"]
     L.append(f"| DRAM {d['name']} | {d['pj_per_bit']} pJ/bit ({d['pj_per_bit_range'][0]}–"

@@ -80,3 +80,14 @@ def test_kv_cache_replays_real_attention_planes(cosim_builds, golden_export, tmp
         assert c["mismatches"] == 0
         assert c["scores"] >= 2 * 16 * 16   # every query of both heads against 16 keys
         assert c["capacity_checked"]        # 16 tokens fill kv_depth 16: refusal + clear
+    # the K cache's activity for synthesis, on the same real planes (Amaranth simulator)
+    from spikemllm.hw.params import HwParams
+    from spikemllm.hw.synth import load_activity
+    ra = regression.register_activity([], HwParams(), log=lambda m: None, kv_cases=[case])
+    assert 0 < ra["register_activity_by_design"]["spike_kv_cache"] < 1
+    assert 0.5 < ra["score_planes_per_cycle"] <= 1.0     # the walker is busy most cycles
+    path = tmp_path / "activity.json"
+    path.write_text(json.dumps(ra))
+    loaded = load_activity(path)
+    assert loaded["port_activity_by_design"] == ra["port_activity_by_design"]
+    assert loaded["score_planes_per_cycle"] == ra["score_planes_per_cycle"]

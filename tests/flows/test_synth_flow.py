@@ -43,6 +43,8 @@ def test_missing_liberty_is_a_clean_error(tmp_path, capsys):
     ('{"input_activity": 3.5}', "input_activity"), ('{"port_activity": {"x": "hi"}}', "port_activity"),
     ('{"mac_input_activity": -1}', "mac_input_activity"),
     ('{"register_activity_by_design": {"pe_array": 3}}', "register_activity_by_design"),
+    ('{"port_activity_by_design": {"spike_kv_cache": 0.1}}', "port_activity_by_design"),
+    ('{"score_planes_per_cycle": 1.5}', "score_planes_per_cycle"),
     ("[1, 2]", "JSON object"),
 ])
 def test_bad_activity_file(tmp_path, capsys, content, match):
@@ -78,6 +80,16 @@ def test_activity_file_overrides_defaults(tmp_path):
             in tcl)
     assert tcl.index("-activity 0.11") < tcl.index("{cfg_*}")  # globs still override
     assert "set_power_activity -input -activity 0.3" in S.sta_script("top", "l.lib", 5.0, act)
+    # a design with measured rates of its own ports: the others hold still, and the global
+    # port globs do not apply to it
+    act["port_activity_by_design"] = {"spike_kv_cache": {"query_stream__payload": 0.004}}
+    act["register_activity_by_design"]["spike_kv_cache"] = 0.07
+    tcl = S.sta_script("spike_kv_cache", "lib.lib", 5.0, act)
+    assert "set_power_activity -input -activity 0.07" in tcl
+    assert "-input_ports [delete_from_list [all_inputs] [get_ports clk]] -activity 0.0" in tcl
+    assert "[get_ports {query_stream__payload}] -activity 0.004" in tcl
+    assert "{cfg_*}" not in tcl
+    assert "{query_stream__payload}" not in S.sta_script("pe_array", "lib.lib", 5.0, act)
     act["register_activity"] = 0.15
     tcl = S.sta_script("top", "lib.lib", 5.0, act)
     assert "set_power_activity -global -activity 0.15" in tcl
@@ -210,6 +222,27 @@ def test_sky130_done_when_keys(tmp_path):
         rep["mac_baseline"]["energy_per_mac_pj"] / rep["energy_per_sop_pj"])
     assert (out / "sky130" / "spike_engine.netlist.v").exists()
     assert not (out / "sky130" / "sky130hd_tt.lib").exists()  # no PDK data left behind
+
+
+@needs_sky130
+def test_sky130_kv_cache_energy_per_score(tmp_path):
+    """With the score walker's measured key planes per cycle, the K cache reports its energy
+    per score at its own t_kv (2 here): power / (planes per cycle / t_kv x f)."""
+    act = tmp_path / "act.json"
+    act.write_text(json.dumps({"score_planes_per_cycle": 0.9,
+                               "register_activity_by_design": {"spike_kv_cache": 0.05},
+                               "port_activity_by_design": {
+                                   "spike_kv_cache": {"query_stream__payload": 0.01}}}))
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--t-kv", "2", "--target", "sky130", "--designs", "spike_kv_cache",
+                  "--clock-mhz", "100", "--activity", str(act), "--out", str(out)) == 0
+    kv = json.loads((out / "synth.json").read_text())["targets"]["sky130"]["designs"][
+        "spike_kv_cache"]
+    assert kv["scores_per_cycle"] == pytest.approx(0.45)
+    assert kv["energy_per_score_pj"] == pytest.approx(kv["power_mw"]["total"] * 1e3 / (0.45 * 100))
+    assert kv["energy_per_score_logic_only_pj"] == pytest.approx(
+        kv["power_mw"]["logic_total"] * 1e3 / (0.45 * 100))
+    assert "per score" in (out / "synth.md").read_text()
 
 
 @pytest.mark.parametrize("no_rw_check", [False, True])

@@ -1,6 +1,7 @@
 """Register toggle rates measured in the Amaranth simulator (hw/register_activity.py)."""
 
 import numpy as np
+import pytest
 
 from spikemllm.hw import register_activity as RA
 from spikemllm.hw.mac_baseline import activation_bits
@@ -91,3 +92,57 @@ def test_weight_memories_read_in_every_unstalled_cycle():
     assert r["memory_reads"] == {"weights": r["cycles"] + 1} and r["cycles"] > len(ev)
     r = RA.mac_baseline_activity(P, w, ev)
     assert r["memory_reads"] == {"weights": r["cycles"] + 1}
+
+
+def _kv_case(seed, tokens=5, queries=2):
+    import dataclasses
+
+    from spikemllm.cosim.stimulus import random_kv_case
+
+    p = dataclasses.replace(HwParams(), heads=2, head_dim=8, t_kv=3, kv_depth=8)
+    return p, random_kv_case(p, seed=seed, tokens=tokens, queries=queries)
+
+
+def test_kv_cache_activity_walks_every_key_plane_and_checks_the_scores():
+    """The K cache on an attention case: one score per (query, head, token), one memory
+    read per key plane scored (no reads for the appends), and the ports' toggle rates are
+    those of the words driven, held between beats."""
+    p, case = _kv_case(5)
+    r = RA.kv_cache_activity(p, case)
+    nq, heads, tokens = case.expected_scores().shape
+    assert r["scores"] == nq * heads * tokens
+    assert r["memory_reads"] == {"planes": nq * heads * tokens * p.t_kv}
+    assert r["by_register"]["acc"] > 0 and 0 < r["rate"] < 1
+    from spikemllm.hw.kv_cache import kv_cache_from_params
+    c = kv_cache_from_params(p)
+    c._MustUse__silence = True   # built only to pack words
+    words = [c.pack_append(h, case.k_pos[h, n], case.k_neg[h, n])
+             for n in range(tokens) for h in range(heads)]
+    assert r["port_toggles"]["append_stream__payload"] == pytest.approx(
+        _toggles([0] + words, r["port_bits"]["append_stream"])
+        / (r["port_bits"]["append_stream"] * r["cycles"]))
+    assert r["cycles"] >= nq * heads * tokens * p.t_kv
+
+
+def test_kv_cache_activity_refuses_a_wrong_reference():
+    p, case = _kv_case(6)
+    wrong = case.expected_scores() + 1
+    case.expected_scores = lambda: wrong
+    with pytest.raises(ValueError, match="the reference gives"):
+        RA.kv_cache_activity(p, case)
+
+
+def test_regression_activity_keys_for_the_kv_cache():
+    """``spikemllm sim``'s activity for the K cache: its register rate, plane reads, its own
+    port rates and the walker's key planes per cycle."""
+    from spikemllm.cosim import regression as R
+
+    p, case = _kv_case(7)
+    r = RA.kv_cache_activity(p, case)
+    a = R.register_activity([], p, log=lambda m: None, kv_cases=[case])
+    assert a["register_activity_by_design"] == {"spike_kv_cache": r["rate"]}
+    assert a["sram_reads_per_cycle_by_design"]["spike_kv_cache"]["planes"] == pytest.approx(
+        r["memory_reads"]["planes"] / r["cycles"])
+    assert a["port_activity_by_design"]["spike_kv_cache"] == pytest.approx(r["port_toggles"])
+    assert a["score_planes_per_cycle"] == pytest.approx(r["scores"] * p.t_kv / r["cycles"])
+    assert "head_dim 8, t_kv 3" in a["register_activity_source"]

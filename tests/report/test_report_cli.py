@@ -83,6 +83,7 @@ def test_measured_inputs_are_used_and_labelled(tmp_path):
     # no pe_array power in this file: the engine's dynamic share (1.9 of 2.0 mW) is used
     assert rep["inputs"]["e_sop_pj"]["value"] == pytest.approx(0.2 * 1.9 / 2.0)
     assert "engine_level_compute_energy" in rep["sensitivity"]
+    assert "attention_on_score_unit" not in rep["sensitivity"]   # no spike_kv_cache figure
     # more SRAM energy, fewer tokens per joule; the nominal model lies between the two
     half, twice = (rep["sensitivity"]["sram_energy_scale"][k]["prefill"] for k in ("0.5", "2.0"))
     assert half > rep["accelerator"]["prefill"]["tokens_per_j"] > twice
@@ -114,3 +115,23 @@ def test_bad_input_is_one_clean_error_and_writes_nothing(tmp_path, capsys, extra
     assert rc == 2
     assert msg in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_score_unit_sensitivity_row(tmp_path):
+    """A synth.json with the K cache's energy per score gives a sensitivity row that prices
+    the spike design's Q.K^T on it: dearer per element than the MAC, fewer tokens per joule."""
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps({
+        "params": {"head_dim": 64}, "fmax_mhz": 150.0, "energy_per_sop_logic_only_pj": 0.5,
+        "pe_array": {"energy_per_sop_logic_only_pj": 0.2},
+        "mac_baseline": {"energy_per_mac_logic_only_pj": 0.8},
+        "targets": {"sky130": {"designs": {"spike_kv_cache": {
+            "energy_per_score_logic_only_pj": 640.0}}}}}))
+    rc, out = run_report(tmp_path, "--synth", str(synth))
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    row = rep["sensitivity"]["attention_on_score_unit"]
+    assert row["e_score_elem_pj"] == pytest.approx(10.0)
+    for regime, tpj in row["tokens_per_j"].items():
+        assert tpj < rep["accelerator"][regime]["tokens_per_j"]
+    assert "popcount score unit" in (out / "report.md").read_text()

@@ -56,7 +56,7 @@ def test_converter_report_without_rates_is_an_error(tmp_path):
 
 
 SYNTH = {   # the shape `spikemllm synth --target sky130` writes (figures made up)
-    "params": {"lanes": 16, "w_bits": 4, "t_max": 8, "in_max": 1024, "t_kv": 7},
+    "params": {"lanes": 16, "w_bits": 4, "t_max": 8, "in_max": 1024, "t_kv": 7, "head_dim": 32},
     "fmax_mhz": 180.0, "fmax_mhz_with_sram_macro": 145.0,
     "energy_per_sop_pj": 3.0, "energy_per_sop_logic_only_pj": 2.0,
     "power_mw": {"leakage": 0.001, "internal": 6.0, "switching": 2.0, "sram_dynamic": 1.0},
@@ -69,7 +69,9 @@ SYNTH = {   # the shape `spikemllm synth --target sky130` writes (figures made u
                      "power_mw": {"leakage": 0.002, "internal": 3.0, "switching": 0.998}},
     "targets": {"sky130": {"designs": {
         "pe_array": {"power_mw": {"leakage": 1.0, "internal": 2.0, "switching": 1.0}},
-        "mac_baseline": {"fmax_mhz_with_sram_macro": 145.0}}}},
+        "mac_baseline": {"fmax_mhz_with_sram_macro": 145.0},
+        "spike_kv_cache": {"energy_per_score_logic_only_pj": 64.0,
+                           "power_mw": {"leakage": 1.0, "internal": 2.0, "switching": 1.0}}}}},
 }
 
 
@@ -92,6 +94,9 @@ def test_synth_json_like_for_like_logic_only_energies(tmp_path):
     # K/V live in DRAM in the model: the engine's SRAM is its weight memory (the PE array's)
     assert si["engine_sram_area_um2"]["value"] == 1.5e6
     assert si["engine_kv_sram_area_um2"]["value"] == pytest.approx(0.5e6)
+    # the score unit: per score / head_dim, times its dynamic share (3 of 4 mW)
+    assert si["e_score_elem_pj"]["value"] == pytest.approx(64.0 * 0.75 / 32)
+    assert "/ head_dim 32" in si["e_score_elem_pj"]["source"]
 
 
 def test_synth_json_without_logic_only_figures_says_double_count(tmp_path):
@@ -102,6 +107,7 @@ def test_synth_json_without_logic_only_figures_says_double_count(tmp_path):
     assert si["e_sop_pj"]["value"] == 0.3 and "double count" in si["e_sop_pj"]["source"]
     assert si["e_mac_pj"]["value"] == 1.2
     assert "assumed equal" in si["mac_logic_area_um2"]["source"]
+    assert si["e_score_elem_pj"]["value"] is None      # no score unit figure: no sensitivity row
 
 
 def test_synth_fallbacks_are_labelled(tmp_path):

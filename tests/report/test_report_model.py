@@ -221,3 +221,17 @@ def test_sram_idle_energy_of_ungated_weight_memories():
     expect = (busy * row * 0.01 + reads * row * (0.05 - 0.01) + writes * row * (0.03 - 0.01)
               + buffer_r * 0.05 + buffer_w * 0.03) * 1e-12
     assert r["energy_j"]["sram"] == pytest.approx(expect, rel=1e-6)
+
+
+def test_score_unit_prices_the_spike_designs_q_kt_only():
+    """With e_score_elem_pj the spike design's Q.K^T (half the attention MACs: 640 of 1280
+    here) costs that per element instead of the MAC energy; the dense design is unchanged."""
+    base = sr.model_regime(TINY, stats(0.25), hw(), "decode", 1, 0, 0, 10, "spike")
+    scored = sr.model_regime(TINY, stats(0.25), hw(e_score_elem_pj=5.0), "decode", 1, 0, 0, 10,
+                             "spike")
+    assert scored["energy_j"]["compute"] - base["energy_j"]["compute"] == pytest.approx(
+        640 * (5.0 - 2.0) * 1e-12, rel=1e-9)
+    assert scored["cycles"] == base["cycles"]
+    dense = [sr.model_regime(TINY, stats(0.25), h, "decode", 1, 0, 0, 10, "dense")
+             for h in (hw(), hw(e_score_elem_pj=5.0))]
+    assert dense[0]["energy_j"] == dense[1]["energy_j"]
