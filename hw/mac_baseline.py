@@ -97,11 +97,14 @@ class DenseMacLanes(wiring.Component):
         Signed accumulator width; default :func:`default_acc_bits`.
     read_register : bool
         Register the weight row before the multipliers (default False), as
-        ``HwParams.read_register`` does in the PE array: one more cycle of latency
+        ``HwParams.read_register`` does in the PE array, and once more after the read
+        banks' multiplexer: READ_REGISTER_CYCLES = 2 more cycles of latency
         (``self.latency``), and no path from a block RAM's output into a multiplier. Its
         weight memory then gives an undefined row for a row written in the cycle an input
         that reads it is accepted (Yosys's ``no_rw_check``, as in the PE array); without
-        it, the old row.
+        it, the old row. The result then goes to an output register
+        (``o_stream.payload``), and a held result stalls the pipeline only when the next
+        ``last`` reaches the accumulators; that stall is a flip-flop, as in the PE array.
     bram_rows : int
         With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
 
@@ -112,13 +115,14 @@ class DenseMacLanes(wiring.Component):
     w_stream : In(stream.Signature(StructLayout{addr, row}))
         Weight memory writes (always ready).
     o_stream : Out(stream.Signature(ArrayLayout(signed(acc_bits), lanes)))
-        Accumulators at ``last``.
+        The sums at ``last``: the accumulators, or with ``read_register`` their output
+        register.
     """
 
     #: Cycles from an accepted ``last`` input to ``o_stream.valid``.
     LATENCY = 3
     #: cycles that ``read_register`` adds to LATENCY
-    READ_REGISTER_CYCLES = 1
+    READ_REGISTER_CYCLES = 2
     #: Inputs accepted per cycle when ``o_stream`` is not stalled.
     THROUGHPUT = 1
 
@@ -174,9 +178,10 @@ class DenseMacLanes(wiring.Component):
             wr_en.eq(self.w_stream.valid),
         ]
 
-        # One global stall: a finished vector is offered and not taken.
         stall = Signal()
-        m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
+        if not self.read_register:
+            # One global stall: a finished vector is offered and not taken.
+            m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
         m.d.comb += self.i_stream.ready.eq(~stall)
 
         # Stage 1: weight row read (the read port holds its data while stalled).
@@ -190,14 +195,21 @@ class DenseMacLanes(wiring.Component):
                 s1_act.eq(self.i_stream.payload.activation),
             ]
         if self.read_register:
-            # The registered weight row and its input (the multipliers start at flip-flops).
-            row = weights.r_data
+            # The registered weight row and its input, then the row once more after the
+            # read banks' multiplexer: the multipliers start at flip-flops, and the bank
+            # select's fan-out does not add to the multiply.
             r_valid, r_last = Signal(), Signal()
             r_act = Signal(signed(self.a_bits))
             m.d.comb += weights.r_load.eq(~stall)
             with m.If(~stall):
                 m.d.sync += [r_valid.eq(s1_valid), r_last.eq(s1_last), r_act.eq(s1_act)]
-            s1_valid, s1_last, s1_act = r_valid, r_last, r_act
+            row = Signal(lanes * w_bits)
+            q_valid, q_last = Signal(), Signal()
+            q_act = Signal(signed(self.a_bits))
+            with m.If(~stall):
+                m.d.sync += [row.eq(weights.r_data), q_valid.eq(r_valid), q_last.eq(r_last),
+                             q_act.eq(r_act)]
+            s1_valid, s1_last, s1_act = q_valid, q_last, q_act
         else:
             row = rd.data
 
@@ -215,11 +227,23 @@ class DenseMacLanes(wiring.Component):
         # themselves (no output register): on last they hold the result, and the next
         # input loads its product instead of adding. They load in every cycle with no
         # enable mux: a cycle without an input (or stalled) adds 0, which holds the value.
+        # With read_register (the FPGA style) the result goes to an output register instead,
+        # as in the PE array: the pipeline stalls only when a second `last` reaches the
+        # accumulators while the previous result is still offered. That stall is a flip-flop
+        # computed a cycle ahead (assuming `ready` low next cycle), so o_stream.ready reaches
+        # no block RAM read enable through logic.
         acc = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(lanes)]
         fresh = Signal()
         step, first = Signal(), Signal()
         m.d.comb += [step.eq(~stall & s2_valid), first.eq(step & fresh)]
-        m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
+        if not self.read_register:
+            m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
+        else:
+            go = Signal(init=1)  # ~stall
+            o_held = self.o_stream.valid & ~self.o_stream.ready
+            m.d.sync += go.eq(Mux(stall, self.o_stream.ready,
+                                  ~(s1_valid & s1_last & (o_held | s2_valid & s2_last))))
+            m.d.comb += stall.eq(~go)
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(step):
@@ -229,5 +253,11 @@ class DenseMacLanes(wiring.Component):
         for i in range(lanes):
             add = Signal(signed(prod_bits), name=f"add{i}")
             m.d.comb += add.eq(Mux(step, s2_prod[i], 0))
-            m.d.sync += acc[i].eq(Mux(first, add, acc[i] + add))
+            total = Mux(first, add, acc[i] + add)
+            m.d.sync += acc[i].eq(total)
+            if self.read_register:
+                out = Signal(signed(self.acc_bits), name=f"out{i}")
+                with m.If(step & s2_last):
+                    m.d.sync += out.eq(total)
+                m.d.comb += self.o_stream.payload[i].eq(out)
         return m

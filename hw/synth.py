@@ -28,7 +28,8 @@ from .tools import REPO_ROOT, find_tool, resolve_liberty, unpack_liberty
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "TARGETS", "DEFAULT_ACTIVITY",
            "load_activity", "parse_yosys_stat", "parse_yosys_memories", "parse_sta_report",
-           "parse_nextpnr_log", "parse_nextpnr_report", "parse_sweep", "energy_per_op_pj"]
+           "parse_nextpnr_log", "parse_nextpnr_report", "parse_sweep", "energy_per_op_pj",
+           "pnr_misfit"]
 
 TARGETS = ("generic", "sky130", "ice40", "ecp5")
 SCRIPTS = REPO_ROOT / "scripts" / "synth"
@@ -924,6 +925,20 @@ def _shrink(params, over, design_names, over_designs=()):
 
 _PNR_MISFIT_RE = re.compile(r"Failed to expand region .* of (\d+) (\w+)|"
                             r"Design uses (\d+) (\w+), but device only has (\d+)")
+_PNR_UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def pnr_misfit(log_text, part):
+    """used / available (> 1) of the most overfull resource when a failed nextpnr run did
+    not fit the part, else None: its misfit messages, or a utilisation line over 100 %
+    (nextpnr-ice40 then stops with "no BELs remaining")."""
+    m = _PNR_MISFIT_RE.search(log_text)
+    if m:
+        used = int(m.group(1) or m.group(3))
+        avail = part["lut"] if m.group(1) else int(m.group(5))
+        return max(1.01, used / avail)
+    over = [int(u) / int(a) for _, u, a in _PNR_UTIL_RE.findall(log_text) if int(u) > int(a) > 0]
+    return max(over) if over else None
 
 
 def _place_and_route(arch, work, pnr, part, res, seeds=1):
@@ -946,13 +961,12 @@ def _place_and_route(arch, work, pnr, part, res, seeds=1):
             try:
                 text, dt = _run_tool(cmd, work, f"{tag}.nextpnr.log")
             except ToolError as e:
-                m = _PNR_MISFIT_RE.search(str(e))
-                if m:  # logic cells (LUT + carry + FF packing) exceed the part at placement
-                    used = int(m.group(1) or m.group(3))
-                    avail = part["lut"] if m.group(1) else int(m.group(5))
+                over = pnr_misfit((work / f"{tag}.nextpnr.log").read_text(), part)
+                if over:  # logic cells (LUT + carry + FF packing) exceed the part at placement
                     res[name]["fits"] = False
-                    _log(f"{arch}: {name}: does not fit at placement ({used} logic cells)")
-                    return {"lut": max(1.01, used / avail)}
+                    _log(f"{arch}: {name}: does not fit at placement ({over:.0%} of the "
+                         "logic cells)")
+                    return {"lut": over}
                 res[name]["error"] = str(e)
                 break
             rep = parse_nextpnr_report((work / f"{tag}.report.json").read_text())
@@ -1151,6 +1165,21 @@ def _sram_bound_note(report, goal):
     return f"{head}, which leaves {limit - sram:.3g} pJ for the PE logic (now {logic:.3g} pJ)"
 
 
+def _engine_overhead_note(report):
+    """Where the whole engine's energy per SOP goes beyond the PE array's; "" when the figures
+    are missing."""
+    pe = report.get("pe_array", {})
+    try:
+        logic = report["energy_per_sop_logic_only_pj"] - pe["energy_per_sop_logic_only_pj"]
+        sram = ((report["energy_per_sop_pj"] - report["energy_per_sop_logic_only_pj"])
+                - (pe["energy_per_sop_pj"] - pe["energy_per_sop_logic_only_pj"]))
+    except KeyError:
+        return ""
+    return (f"the PE array alone costs {pe['energy_per_sop_pj']:.3g} pJ per SOP; the rest of the "
+            f"engine adds {logic:.3g} pJ of logic (the firing unit and the idle KV caches, "
+            f"clocked every cycle) and {sram:.3g} pJ of SRAM (the idle KV macros' clocks)")
+
+
 def check_goals(report):
     """[{goal, value, target, met, note}] for the issue's targets that this run measured."""
     got = {"sky130_fmax": report.get("fmax_mhz"),
@@ -1177,6 +1206,8 @@ def check_goals(report):
                                                  f"(slowest {min(runs):.1f} MHz)")))
         if key == "energy_ratio_pe_array" and not met:
             note = _sram_bound_note(report, goal)
+        if key == "energy_ratio" and not met:
+            note = _engine_overhead_note(report)
         out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,
                     "met": met, "shortfall": None if v >= goal else goal / v, "note": note})
     return out

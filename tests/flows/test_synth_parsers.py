@@ -281,5 +281,38 @@ def test_rtl_style_per_target():
     with pytest.raises(ValueError, match="rtl_style must be one of auto, asic, fpga, not 'x'"):
         S.target_params(base, "ecp5", "x")
     mac = S.baseline_for(S.target_params(base, "ecp5"))
-    assert mac.read_register and mac.bram_rows == 2048 and mac.latency == 4
+    assert mac.read_register and mac.bram_rows == 2048 and mac.latency == 5
     mac._MustUse__silence = True  # only inspected
+
+
+def test_engine_ratio_goal_says_what_the_engine_adds_to_the_pe_array():
+    rep = {"targets": {}, "mac_baseline": {"energy_per_mac_pj": 8.0},
+           "energy_per_sop_pj": 10.0, "energy_per_sop_logic_only_pj": 6.0,
+           "mac_over_sop_energy_ratio": 0.8,
+           "pe_array": {"energy_per_sop_pj": 4.0, "energy_per_sop_logic_only_pj": 1.5,
+                        "mac_over_sop_energy_ratio": 2.0}}
+    g = {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]
+    assert g["met"] is False
+    assert g["note"] == ("the PE array alone costs 4 pJ per SOP; the rest of the engine adds "
+                         "4.5 pJ of logic (the firing unit and the idle KV caches, clocked every "
+                         "cycle) and 1.5 pJ of SRAM (the idle KV macros' clocks)")
+    del rep["pe_array"]                                    # nothing to compare with: no note
+    assert {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]["note"] == ""
+
+
+def test_pnr_misfit_from_messages_or_an_overfull_utilisation_line():
+    part = S.FPGA_PARTS["ice40"]
+    # nextpnr-ice40 0.11 on a design 26 % over the logic cells: no misfit message, only the
+    # utilisation table and "no BELs remaining"
+    log = ("Info: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:    6696/   5280   126%\n"
+           "Info: \t        ICESTORM_RAM:      16/     30    53%\n"
+           "ERROR: Unable to place cell 'x_DFFLC', no BELs remaining to implement cell type "
+           "'ICESTORM_LC'\n")
+    assert S.pnr_misfit(log, part) == pytest.approx(6696 / 5280)
+    assert S.pnr_misfit("Info: Design uses 40 DP16KD, but device only has 30", part) == \
+        pytest.approx(40 / 30)
+    assert S.pnr_misfit("Failed to expand region (0, 0) |_> (5, 5) of 5400 ICESTORM_LCs",
+                        part) == pytest.approx(5400 / 5280)
+    fits = "Info: \t         ICESTORM_LC:    4000/   5280    75%\nERROR: something else\n"
+    assert S.pnr_misfit(fits, part) is None
