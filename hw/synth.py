@@ -986,6 +986,16 @@ def _place_and_route(arch, work, pnr, part, res, seeds=1):
     return {}
 
 
+def _silence_unused(comp):
+    """Mark a component that was built and never converted, and the components it holds
+    (the engine's K and V caches), as unused on purpose: Amaranth warns otherwise."""
+    from amaranth.hdl import Elaboratable
+
+    for c in (comp, *vars(comp).values()):
+        if isinstance(c, Elaboratable):
+            c._MustUse__silence = True
+
+
 def run_fpga(arch, work, params, wanted, designs=None, seeds=1):
     """Synthesise + place and route every design for ``arch`` (nextpnr seeds 1..``seeds``,
     the fastest kept), shrinking the configuration until every design fits the part."""
@@ -1136,7 +1146,7 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
             failed.append(t)
     if not used_designs:
         for comp in designs.values():  # each target that ran built its own (read_register)
-            comp._MustUse__silence = True
+            _silence_unused(comp)
     _summarise(report)
     return report, failed
 

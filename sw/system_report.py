@@ -1021,20 +1021,19 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
                                 "spike")["tokens_per_j"] for n, (k, b) in regimes.items()}
 
     sens = {}
-    eng = si.get("e_engine_sop_pj", {}).get("value")
-    if eng:
-        sens["engine_level_compute_energy"] = {
-            "e_sop_pj": eng, "source": si["e_engine_sop_pj"]["source"],
-            "tokens_per_j": spike_tokens_per_j(replace(hw, e_sop_pj=eng)),
-            "note": "spike engine's logic energy per SOP (firing unit and KV-cache logic clocked "
-                    "every cycle) instead of the PE array's"}
-    esc = si.get("e_score_elem_pj", {}).get("value")
-    if esc:
-        sens["attention_on_score_unit"] = {
-            "e_score_elem_pj": esc, "source": si["e_score_elem_pj"]["source"],
-            "tokens_per_j": spike_tokens_per_j(replace(hw, e_score_elem_pj=esc)),
-            "note": "Q.K^T on the K cache's popcount score unit (its measured energy per score / "
-                    "head_dim) instead of INT MACs"}
+    # one Hardware field replaced by a synthesised figure: (row, input, field, note)
+    for row, inp, field, note in (
+            ("engine_level_compute_energy", "e_engine_sop_pj", "e_sop_pj",
+             "spike engine's logic energy per SOP (firing unit and KV-cache logic clocked "
+             "every cycle) instead of the PE array's"),
+            ("attention_on_score_unit", "e_score_elem_pj", "e_score_elem_pj",
+             "Q.K^T on the K cache's popcount score unit (its measured energy per score / "
+             "head_dim) instead of INT MACs")):
+        v = si.get(inp, {}).get("value")
+        if v:
+            sens[row] = {field: v, "source": si[inp]["source"],
+                         "tokens_per_j": spike_tokens_per_j(replace(hw, **{field: v})),
+                         "note": note}
     sens["dram_pj_per_bit"] = {
         str(x): spike_tokens_per_j(replace(hw, dram=replace(dspec, pj_per_bit=x)))
         for x in dspec.pj_per_bit_range}

@@ -316,3 +316,18 @@ def test_pnr_misfit_from_messages_or_an_overfull_utilisation_line():
                         part) == pytest.approx(5400 / 5280)
     fits = "Info: \t         ICESTORM_LC:    4000/   5280    75%\nERROR: something else\n"
     assert S.pnr_misfit(fits, part) is None
+
+
+def test_an_unused_engine_and_its_kv_caches_are_silenced():
+    """A synth run whose targets build their own designs drops the default ones unconverted:
+    the engine and the K and V caches it holds are all marked, or Amaranth warns at exit
+    ("created but never used") for each cache."""
+    from spikemllm.hw.engine import SpikeEngine
+    from spikemllm.hw.params import HwParams
+
+    eng = SpikeEngine(params=HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4,
+                                      t_max=2))
+    parts = (eng, eng.k_cache, eng.v_cache)
+    assert not any(c._MustUse__silence for c in parts)
+    S._silence_unused(eng)
+    assert all(c._MustUse__silence for c in parts)
