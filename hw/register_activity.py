@@ -215,7 +215,7 @@ def spike_engine_activity(params: HwParams, case, *, max_cycles=None):
                                 inputs=words, setup=setup, max_cycles=max_cycles)
 
 
-def kv_cache_activity(params, case, *, max_cycles=None):
+def kv_cache_activity(params, case):
     """Register toggles, input-port toggles and memory reads of the K cache (SpikeKvCache with
     its score unit, built by ``kv_cache_from_params(params)``) on a cosim ``KvCase``.
 
@@ -225,7 +225,7 @@ def kv_cache_activity(params, case, *, max_cycles=None):
     ``expected_scores`` (ValueError on a mismatch), so the rates come from a correct run.
     Returns :func:`register_toggle_rate`'s dict plus ``scores`` (beats taken),
     ``port_toggles`` (port -> transitions per bit and cycle of the payload as driven, held
-    between beats) and ``port_bits``. ``max_cycles`` stops offering beats after that many.
+    between beats) and ``port_bits``.
     """
     from .kv_cache import kv_cache_from_params
 
@@ -239,8 +239,6 @@ def kv_cache_activity(params, case, *, max_cycles=None):
              for n in range(tokens) for h in range(heads)]
     beats += [("query_stream", dut.pack_query(h, case.q_pos[q, h], case.q_neg[q, h]))
               for q in range(n_queries) for h in range(heads)]
-    if max_cycles is not None:
-        beats = beats[:max_cycles]
     expected = case.expected_scores()   # [queries, heads, tokens]
     ports = ("append_stream", "query_stream")
     port_bits = {p: len(getattr(dut, p).payload.as_value()) for p in ports}

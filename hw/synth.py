@@ -965,7 +965,7 @@ def _place_and_route(arch, work, pnr, part, res, seeds=1):
                 if over:  # logic cells (LUT + carry + FF packing) exceed the part at placement
                     res[name]["fits"] = False
                     _log(f"{arch}: {name}: does not fit at placement ({over:.0%} of the "
-                         "logic cells)")
+                         "part's most overfull resource)")
                     return {"lut": over}
                 res[name]["error"] = str(e)
                 break
