@@ -234,13 +234,12 @@ def register_activity(cases, params, log=print, kv_cases=()):
     for case in cases:
         case.check_fits(params)
         jobs += [(design, fn, case) for design, fn in measures.items()]
-    kv_sizes, t_kv_of = [], {}
+    kv_sizes = []
     for case in kv_cases:
         kp = kv_params_for(case, params)
         kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
                         f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
         jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c), case))
-        t_kv_of[case.name] = kp.t_kv
     designs = list(dict.fromkeys(d for d, _, _ in jobs))
     tot = {d: [0, 0] for d in designs}
     reads = {d: {} for d in designs}
@@ -255,9 +254,8 @@ def register_activity(cases, params, log=print, kv_cases=()):
             reads[design][mem] = reads[design].get(mem, 0) + n
         for port, rate in r.get("port_toggles", {}).items():
             ports.setdefault(design, {}).setdefault(port, []).append((rate, r["cycles"]))
-        if "scores" in r:
-            scores += r["scores"]
-            planes += r["scores"] * t_kv_of[case.name]
+        scores += r.get("scores", 0)
+        planes += r.get("score_planes", 0)
     rates = {d: t / b for d, (t, b) in tot.items() if b}
     sram = {d: {mem: n / cycles[d] for mem, n in mems.items()}
             for d, mems in reads.items() if cycles[d]}

@@ -224,7 +224,7 @@ def kv_cache_activity(params, case):
     cycle and ``score_stream`` always ready. Every score is checked against the case's
     ``expected_scores`` (ValueError on a mismatch), so the rates come from a correct run.
     Returns :func:`register_toggle_rate`'s dict plus ``scores`` (beats taken),
-    ``port_toggles`` (port -> transitions per bit and cycle of the payload as driven, held
+    ``score_planes`` (key planes scored: scores x t_kv), ``port_toggles`` (port -> transitions per bit and cycle of the payload as driven, held
     between beats) and ``port_bits``.
     """
     from .kv_cache import kv_cache_from_params
@@ -286,7 +286,7 @@ def kv_cache_activity(params, case):
     sim.run()
     r = probe.result()
     cycles = max(1, r["cycles"])
-    r.update(scores=out["scores"], port_bits=port_bits,
+    r.update(scores=out["scores"], score_planes=out["scores"] * dut.t_kv, port_bits=port_bits,
              port_toggles={f"{p}__payload": out["port_toggles"][p] / (port_bits[p] * cycles)
                            for p in ports})
     return r
