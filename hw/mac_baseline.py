@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .registered_memory import RegisteredReadMemory, check_read_register
+from .registered_memory import RegisteredReadMemory, check_read_register, result_stall
 
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
            "pack_inputs"]
@@ -239,11 +239,9 @@ class DenseMacLanes(wiring.Component):
         if not self.read_register:
             m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
         else:
-            go = Signal(init=1)  # ~stall
-            o_held = self.o_stream.valid & ~self.o_stream.ready
-            m.d.sync += go.eq(Mux(stall, self.o_stream.ready,
-                                  ~(s1_valid & s1_last & (o_held | s2_valid & s2_last))))
-            m.d.comb += stall.eq(~go)
+            m.d.comb += stall.eq(result_stall(
+                m, held=self.o_stream.valid & ~self.o_stream.ready, ready=self.o_stream.ready,
+                next_last=s1_valid & s1_last, last=s2_valid & s2_last))
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(step):

@@ -7,7 +7,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams
-from .registered_memory import RegisteredReadMemory
+from .registered_memory import RegisteredReadMemory, result_stall
 from .streams import acc_vector_layout, event_layout, weight_write_layout
 
 __all__ = ["TernaryAccumulatorArray"]
@@ -140,14 +140,11 @@ class TernaryAccumulatorArray(wiring.Component):
         last_valid = s1.valid | ev.valid if p.read_register else s1.valid
         if p.read_register:
             # The stall (ev.valid & ev.token_end & o_valid, registered state only) is itself a
-            # flip-flop, computed a cycle ahead from the next values of those three: its
-            # net reaches every weight block RAM's read enable, with no LUT before it.
-            # o_stream.ready reaches only its input.
-            go = Signal(init=1)  # ~stall
-            o_held = o_valid & ~self.o_stream.ready
-            m.d.sync += go.eq(Mux(stall, self.o_stream.ready,
-                                  ~(s1.valid & s1.token_end & (o_held | ev.valid & ev.token_end))))
-            stall_when = ~go
+            # flip-flop: its net reaches every weight block RAM's read enable.
+            stall_when = result_stall(m, held=o_valid & ~self.o_stream.ready,
+                                      ready=self.o_stream.ready,
+                                      next_last=s1.valid & s1.token_end,
+                                      last=ev.valid & ev.token_end)
         else:
             stall_when = ev.valid & o_valid & ~self.o_stream.ready
         m.d.comb += [

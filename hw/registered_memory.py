@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import clog2, is_pow2
 
-__all__ = ["RegisteredReadMemory", "check_bank_rows", "check_read_register"]
+__all__ = ["RegisteredReadMemory", "check_bank_rows", "check_read_register", "result_stall"]
 
 
 def check_bank_rows(value, name="bank_rows"):
@@ -25,6 +25,19 @@ def check_read_register(read_register, bram_rows):
     check_bank_rows(bram_rows, "bram_rows")
     if bram_rows and not read_register:
         raise ValueError(f"bram_rows must be 0 without read_register, not {bram_rows!r}")
+
+
+def result_stall(m, *, held, ready, next_last, last):
+    """The stall of an fpga-style pipeline that ends in an output register (the PE array's,
+    the MAC baseline's), as a flip-flop: the pipeline stops while a ``last`` stands before
+    the output register and a result is offered and not taken. It is computed a cycle ahead,
+    assuming ``ready`` low next cycle, from ``held`` (a result offered and not taken now),
+    ``next_last`` (the stage before holds a last) and ``last`` (the output stage holds a
+    last), so its net to the block RAMs' read enables starts at a flip-flop; ``ready``
+    reaches only its input. Returns the stall (a Value)."""
+    go = Signal(init=1)  # ~stall
+    m.d.sync += go.eq(Mux(~go, ready, ~(next_last & (held | last))))
+    return ~go
 
 
 class RegisteredReadMemory(wiring.Component):
