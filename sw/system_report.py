@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +49,10 @@ GPU_DIE_MM2 = {
                     "TSMC 4N)"),
     "H200": (814.0, "cited: H200 uses the GH100 die (814 mm^2, TSMC 4N)"),
 }
+#: One scanner exposure field bounds one die; a larger design needs several dies and links
+#: between them, which the model does not count.
+RETICLE_MM2 = (26.0 * 33.0, "the 26 mm x 33 mm maximum exposure field of current DUV and "
+                            "0.33-NA EUV scanners")
 GOAL_DECODE_FLOOR_MULTIPLE = 1.5
 
 # SDLLM (paper 002) Table A1, LLaMA2-7B, 4-1.58 (ternary, T = 8): per-layer firing rates. Used
@@ -208,6 +213,10 @@ class Hardware:
                        else self.weight_sram_bits * self.sram.area_um2_per_bit)
         buf = self.buffer_bits * self.sram.area_um2_per_bit
         return (self.engines * ((logic or 0.0) + engine_sram) + buf) * 1e-6
+
+    def dies(self, design):
+        """Dies of at most one reticle field that the design's area needs (at least 1)."""
+        return max(1, math.ceil(self.area_mm2(design) / RETICLE_MM2[0]))
 
     def static_w(self, design):
         logic = self.leakage_mw if design == "spike" else self.mac_leakage_mw
@@ -1136,6 +1145,8 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
                    "T": stats.T, "vision_tokens": vision_tokens, "text_tokens": text_tokens,
                    "decode_context": context, "area_mm2": {"spike": hw.area_mm2("spike"),
                                                           "dense": hw.area_mm2("dense")},
+                   "reticle_mm2": {"value": RETICLE_MM2[0], "source": "cited: " + RETICLE_MM2[1]},
+                   "dies": {"spike": hw.dies("spike"), "dense": hw.dies("dense")},
                    "clock_mhz": {"spike": hw.fmax_mhz, "dense": hw.mac_fmax_mhz},
                    "area_mm2_spike_with_onchip_kv_planes": (
                        hw.area_mm2("spike") + engines * si["engine_kv_sram_area_um2"]["value"] * 1e-6
@@ -1249,6 +1260,12 @@ def render_markdown(rep):
              f"prefill {cfg['text_tokens']} text + {cfg['vision_tokens']} vision tokens, decode "
              f"context {cfg['decode_context']}. Area: spike {_fmt(cfg['area_mm2']['spike'])} mm², "
              f"dense {_fmt(cfg['area_mm2']['dense'])} mm².\n")
+    over = [f"{d} {cfg['dies'][d]}" for d in ("spike", "dense") if cfg["dies"][d] > 1]
+    if over:
+        L.append(f"Note: one die is at most one reticle field, {_fmt(cfg['reticle_mm2']['value'])} "
+                 f"mm² ({cfg['reticle_mm2']['source']}). Dies needed: {', '.join(over)}. The "
+                 "links between dies are not modelled (neither their energy nor their "
+                 "bandwidth), so the figures are those of one ideal die.\n")
     L.append("## Headline\n")
     L.append("| regime | accel tok/s | accel tok/J | accel tok/s/mm² | dense tok/J | GPU tok/s | "
              "GPU tok/J | GPU tok/s/mm² | tok/J vs GPU | tok/J vs dense |")

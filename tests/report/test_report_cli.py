@@ -92,6 +92,20 @@ def test_measured_inputs_are_used_and_labelled(tmp_path):
     assert rep["gpu"] is None
 
 
+def test_a_design_over_one_reticle_field_says_how_many_dies(tmp_path):
+    rc, out = run_report(tmp_path)  # 64 engines of sky130 SRAM: over 858 mm^2
+    assert rc == 0
+    cfg = json.loads((out / "report.json").read_text())["config"]
+    assert cfg["reticle_mm2"]["value"] == 858.0 and "cited" in cfg["reticle_mm2"]["source"]
+    for d in ("spike", "dense"):
+        assert cfg["dies"][d] == -(-cfg["area_mm2"][d] // 858.0) >= 2
+    assert "Dies needed: spike 2, dense 2" in (out / "report.md").read_text()
+    rc, out = run_report(tmp_path, "--engines", "8")
+    cfg = json.loads((out / "report.json").read_text())["config"]
+    assert cfg["dies"] == {"spike": 1, "dense": 1}
+    assert "Dies needed" not in (out / "report.md").read_text()
+
+
 def test_more_engines_never_slow_prefill(tmp_path):
     r8 = json.loads((run_report(tmp_path / "a", "--engines", "8")[1] / "report.json").read_text())
     r64 = json.loads((run_report(tmp_path / "b", "--engines", "64")[1] / "report.json").read_text())

@@ -191,6 +191,18 @@ def test_area_counts_engines_and_buffer():
     assert h.area_mm2("spike") == pytest.approx(expect)
 
 
+def test_dies_are_reticle_fields_of_area():
+    per_bit = mm.sram("sky130").area_um2_per_bit
+    small = hw(engines=4, logic_area_um2=1000.0, sram=mm.sram("sky130"), buffer_kib=1.0)
+    assert small.area_mm2("spike") < sr.RETICLE_MM2[0] and small.dies("spike") == 1
+    # 400 mm^2 of weight SRAM per engine (+0.2 mm^2 of buffer): 858 mm^2 per die
+    for engines, dies in ((2, 1), (3, 2), (4, 2), (5, 3)):
+        big = hw(engines=engines, logic_area_um2=0.0, engine_sram_area_um2=400e6,
+                 sram=mm.sram("sky130"), buffer_kib=1.0)
+        assert big.area_mm2("spike") == pytest.approx(engines * 400.0 + 8192 * per_bit * 1e-6)
+        assert big.dies("spike") == dies
+
+
 def test_floor_function():
     assert sr.floor_j_per_token(7_070_285_824, 4, 4.5) == pytest.approx(0.127265, rel=1e-5)
 
