@@ -49,6 +49,14 @@ GPU_DIE_MM2 = {
                     "TSMC 4N)"),
     "H200": (814.0, "cited: H200 uses the GH100 die (814 mm^2, TSMC 4N)"),
 }
+#: How the spike design keeps K/V in DRAM: bits per element and why.
+KV_FORMATS = {
+    "sign-magnitude": "T_kv magnitude planes + one sign per element (T_kv + 1 bits): a tc-lif "
+                      "vector has one sign per element in every plane, so this is lossless; "
+                      "the RTL's kv_sign_magnitude store (docs/kv-cache.md)",
+    "planes": "T_kv positive + T_kv negative bit-planes (2 T_kv bits per element): the asic-style "
+              "K cache's on-chip store",
+}
 #: One scanner exposure field bounds one die; a larger design needs several dies and links
 #: between them, which the model does not count.
 RETICLE_MM2 = (26.0 * 33.0, "the 26 mm x 33 mm maximum exposure field of current DUV and "
@@ -191,6 +199,8 @@ class Hardware:
     #: spike design only: dynamic energy of the K cache's score unit per query.key element
     #: (energy per score / head_dim); None prices Q.K^T as INT MACs, as in the dense design
     e_score_elem_pj: float | None = None
+    #: how the spike design keeps K/V in DRAM (a key of KV_FORMATS)
+    kv_format: str = "sign-magnitude"
 
     @property
     def weight_sram_bits(self):
@@ -301,10 +311,16 @@ def attention_macs(hidden, context_lengths_sum):
     return 2 * hidden * context_lengths_sum
 
 
-def kv_bits_per_token_layer(kv_dim, t_kv, design):
-    """Bits one token's K and V occupy per layer. The spike KV cache keeps T_kv positive and
-    T_kv negative bit-planes (2 T_kv bits per element); the dense baseline keeps INT(T_kv+1)."""
-    per_elem = 2 * t_kv if design == "spike" else nx.bits_for_timesteps("tc-lif", t_kv)
+def kv_bits_per_token_layer(kv_dim, t_kv, design, kv_format="sign-magnitude"):
+    """Bits one token's K and V occupy per layer. The dense baseline keeps INT(T_kv+1); the
+    spike design keeps T_kv + 1 bits per element in ``sign-magnitude`` (T_kv magnitude planes
+    and one sign) or 2 T_kv in ``planes`` (T_kv positive and T_kv negative bit-planes)."""
+    if kv_format not in KV_FORMATS:
+        raise ValueError(f"kv_format must be one of {sorted(KV_FORMATS)}, not {kv_format!r}")
+    if design != "spike":
+        per_elem = nx.bits_for_timesteps("tc-lif", t_kv)
+    else:
+        per_elem = t_kv + 1 if kv_format == "sign-magnitude" else 2 * t_kv
     return 2 * kv_dim * per_elem
 
 
@@ -553,7 +569,7 @@ def model_regime(shape, stats, hw, kind, batch, vision_tokens, text_tokens, cont
         new_kv_tokens = batch
     att_macs = attention_macs(shape.hidden, ctx_sum) * shape.layers
     att_cycles = att_macs / (hw.lanes * hw.engines)
-    kv_tok = kv_bits_per_token_layer(shape.kv_dim, hw.t_kv, design) * shape.layers
+    kv_tok = kv_bits_per_token_layer(shape.kv_dim, hw.t_kv, design, hw.kv_format) * shape.layers
     if not shape.causal:
         dram_kv = 0.0                         # encoder: K/V stay on chip for one short sequence
     elif kind == "prefill":
@@ -987,7 +1003,7 @@ def _engines_for_dram_bound(shape, stats, hw, context, limit=4096):
 
 
 def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, gpu,
-                 buffer_kib, vision_tokens, text_tokens, context):
+                 buffer_kib, vision_tokens, text_tokens, context, kv_format="sign-magnitude"):
     """Run every regime on both designs and assemble the report dict (pure)."""
     wl = WORKLOADS[workload]
     shape = wl["shape"]
@@ -1007,7 +1023,8 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
         logic_area_um2=si["logic_area_um2"]["value"],
         mac_logic_area_um2=si["mac_logic_area_um2"]["value"],
         engine_sram_area_um2=si["engine_sram_area_um2"]["value"], event_bits=event_bits,
-        t_kv=si["t_kv"]["value"], buffer_kib=buffer_kib, dram=dspec, sram=sspec)
+        t_kv=si["t_kv"]["value"], buffer_kib=buffer_kib, dram=dspec, sram=sspec,
+        kv_format=kv_format)
     for mod, T in stats.T.items():
         if not 1 <= T <= hw.t_max:
             raise ValueError(f"T for {mod} must be in 1..{hw.t_max} (T_MAX), not {T!r}")
@@ -1186,6 +1203,8 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             **{k: v for k, v in si.items()},
             "event_bits": {"value": event_bits, "source": "computed: spikemllm.sw.events."
                            f"EventLayout(in_max={hw.in_max}, t_max={hw.t_max}).width"},
+            "kv_format": {"value": hw.kv_format,
+                          "source": "chosen (--kv-format): " + KV_FORMATS[hw.kv_format]},
             "dram": dspec.as_dict(),
             "sram": sspec.as_dict(),
             "model_shape": {"value": shape.name, "source": shape.source},
@@ -1218,8 +1237,9 @@ ASSUMPTIONS = [
     "A shared input (q/k/v, gate/up) is written once; activations are address events of "
     "event_bits bits (spike) or INT(T+1) values (dense).",
     "Attention (QK^T and AV) is priced as INT MACs at the dense MAC energy in both designs "
-    "(a sensitivity row prices the spike design's QK^T on its K-cache score unit); softmax, norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV = 2 T_kv "
-    "bit-planes per element, dense KV = INT(T_kv+1).",
+    "(a sensitivity row prices the spike design's QK^T on its K-cache score unit); softmax, norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV as "
+    "inputs.kv_format says (sign-magnitude: T_kv + 1 bits per element; planes: 2 T_kv), dense "
+    "KV = INT(T_kv+1).",
     "Compute and DRAM transfers overlap (double buffering): time = max(compute, DRAM); DRAM "
     "runs at its peak bandwidth (optimistic).",
     "Not counted: host, DRAM background/refresh power, PHY static power, NoC wires, the vision "
@@ -1375,7 +1395,7 @@ def render_markdown(rep):
               "e_engine_sop_pj", "e_score_elem_pj", "leakage_mw", "mac_leakage_mw",
               "logic_area_um2",
               "engine_sram_area_um2", "mac_logic_area_um2", "mac_sram_area_um2", "lanes",
-              "w_bits", "in_max", "t_max", "t_kv", "event_bits"):
+              "w_bits", "in_max", "t_max", "t_kv", "event_bits", "kv_format"):
         if k not in inp:   # a report.json from before the key existed
             continue
         L.append(f"| {k} | {_fmt(inp[k]['value'])} | {inp[k]['source']} |")
@@ -1530,6 +1550,11 @@ def add_arguments(p):
                    help="prefill text tokens (default 256 for qwen2vl-7b, 128 for minilm)")
     p.add_argument("--context", type=int, default=None,
                    help="decode context length (default: the prefill length)")
+    p.add_argument("--kv-format", default="sign-magnitude", choices=sorted(KV_FORMATS),
+                   help="how the spike design keeps K/V in DRAM: sign-magnitude (default; "
+                        "T_kv magnitude planes and a sign, T_kv + 1 bits per element, lossless "
+                        "for tc-lif vectors) or planes (2 T_kv bits: positive and negative "
+                        "planes, as the asic-style K cache stores them on chip)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (report.json, report.md, PNG plots)")
 
@@ -1612,7 +1637,7 @@ def run(args):
     rep, hw = build_report(workload=args.workload, engines=args.engines, memory=args.memory,
                            stats=stats, synth_inputs=synth_inputs, epc_input=epc, gpu=gpu,
                            buffer_kib=args.buffer_kib, vision_tokens=vt, text_tokens=tt,
-                           context=ctx)
+                           context=ctx, kv_format=args.kv_format)
     sweep = _sweep(wl["shape"], stats, hw, rep)
     md = render_markdown(rep)
     _atomic_dir_write(args.out, {

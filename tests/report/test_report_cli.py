@@ -106,6 +106,27 @@ def test_a_design_over_one_reticle_field_says_how_many_dies(tmp_path):
     assert "Dies needed" not in (out / "report.md").read_text()
 
 
+def test_kv_format_changes_only_the_spike_kv_traffic(tmp_path):
+    reps = {}
+    for fmt in ("sign-magnitude", "planes"):
+        rc, out = run_report(tmp_path / fmt, "--kv-format", fmt)
+        assert rc == 0
+        reps[fmt] = json.loads((out / "report.json").read_text())
+        assert reps[fmt]["inputs"]["kv_format"]["value"] == fmt
+        assert f"| kv_format | {fmt} |" in (out / "report.md").read_text()
+    sm, pl = reps["sign-magnitude"], reps["planes"]
+    for regime in ("prefill", "decode_b1", "decode_b8"):
+        kv_sm = sm["accelerator"][regime]["dram_bits"]["kv"]
+        kv_pl = pl["accelerator"][regime]["dram_bits"]["kv"]
+        assert kv_pl == pytest.approx(kv_sm * 14 / 8)    # t_kv 7: 2 x 7 bits against 7 + 1
+        assert sm["dense_baseline"][regime]["dram_bits"] == pl["dense_baseline"][regime]["dram_bits"]
+        assert sm["accelerator"][regime]["tokens_per_j"] > pl["accelerator"][regime]["tokens_per_j"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["report", "--workload", "minilm", "--kv-format", "int8", "--out",
+                  str(tmp_path / "bad")])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
+
+
 def test_more_engines_never_slow_prefill(tmp_path):
     r8 = json.loads((run_report(tmp_path / "a", "--engines", "8")[1] / "report.json").read_text())
     r64 = json.loads((run_report(tmp_path / "b", "--engines", "64")[1] / "report.json").read_text())

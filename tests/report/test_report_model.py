@@ -1,5 +1,6 @@
 """System model arithmetic on hand-computed cases."""
 
+from dataclasses import replace
 
 import pytest
 
@@ -69,8 +70,12 @@ def test_token_block_and_dataflow_choice():
 
 def test_weight_and_kv_bits():
     assert sr.weight_dram_bits(64, 32, 4) == 64 * 32 * 4 + 32 * 16
-    assert sr.kv_bits_per_token_layer(512, 7, "spike") == 2 * 512 * 14
+    assert sr.kv_bits_per_token_layer(512, 7, "spike") == 2 * 512 * 8   # sign-magnitude
+    assert sr.kv_bits_per_token_layer(512, 7, "spike", "planes") == 2 * 512 * 14
     assert sr.kv_bits_per_token_layer(512, 7, "dense") == 2 * 512 * 8
+    assert sr.kv_bits_per_token_layer(512, 7, "dense", "planes") == 2 * 512 * 8
+    with pytest.raises(ValueError, match="kv_format must be one of"):
+        sr.kv_bits_per_token_layer(512, 7, "spike", "int8")
     assert sr.attention_macs(64, 10) == 1280
 
 
@@ -89,8 +94,14 @@ def test_decode_step_hand_computed():
     wbits = 4 * (64 * 64 * 4 + 64 * 16) + (64 * 128 * 4 + 128 * 16) + (128 * 64 * 4 + 64 * 16)
     assert r["dram_bits"]["weights"] == wbits
     assert r["dram_bits"]["activations"] == 0
-    # KV: write 1 token + read 10; K and V of kv_dim 64 as 2 x T_kv (=4) bit-planes each
-    assert r["dram_bits"]["kv"] == 11 * 2 * 64 * 8
+    # KV: write 1 token + read 10; K and V of kv_dim 64, T_kv (=4) magnitude planes + a sign
+    assert r["dram_bits"]["kv"] == 11 * 2 * 64 * 5
+    # ... or 2 x T_kv bit-planes, which changes nothing else
+    p = sr.model_regime(TINY, stats(0.25), replace(h, kv_format="planes"), "decode", 1, 0, 0,
+                        10, "spike")
+    assert p["dram_bits"]["kv"] == 11 * 2 * 64 * 8
+    assert {k: v for k, v in p["dram_bits"].items() if k != "kv"} == \
+        {k: v for k, v in r["dram_bits"].items() if k != "kv"}
     assert r["dram_bits"]["embedding"] == 64 * 16
     # compute energy: (SOPs + firing T per output) x 0.5 pJ + attention MACs x 2 pJ
     firing = 4 * (64 * 4) + 128 * 4 + 64 * 4
