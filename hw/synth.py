@@ -386,6 +386,41 @@ def parse_sta_report(text):
     return out
 
 
+#: instance names the SRAM stub techmap (scripts/synth/sram_stub_map.v) gives its cells
+_SRAM_STUB_RE = re.compile(r"\.(rd|wr)\[\d+\]\.(en|(data|addr)\[\d+\]\.(q|d|en))$")
+
+
+def parse_instance_power(text):
+    """OpenSTA ``report_power -instances`` text -> power (mW) and cell count per block.
+
+    A cell's block is the first component of its name: Yosys ``autoname`` names a cell after
+    a net it drives, and a submodule's nets keep its path (``k_cache.busy_sky130_...``), so
+    ``k_cache``; a name without a path is ``top``. Cells at a block's boundary can take the
+    name of a net in the block next to it, so the split is close, not exact. The SRAM timing
+    stubs (``<memory>.rd[0].data[3].q``, ``.rd[0].en``, ``.wr[0].data[3].en`` and the like; no
+    power of their own) are left out.
+    """
+    blocks = {}
+    for line in text.splitlines():
+        p = line.split()
+        if len(p) != 5 or _SRAM_STUB_RE.search(p[4]):
+            continue
+        try:
+            internal, switching, leakage, total = (float(x) * 1e3 for x in p[:4])
+        except ValueError:
+            continue
+        head = p[4].lstrip("\\").split("[", 1)[0]
+        b = blocks.setdefault(head.split(".", 1)[0] if "." in head else "top",
+                              {"internal": 0.0, "switching": 0.0, "leakage": 0.0, "total": 0.0,
+                               "cells": 0})
+        b["internal"] += internal
+        b["switching"] += switching
+        b["leakage"] += leakage
+        b["total"] += total
+        b["cells"] += 1
+    return blocks
+
+
 _FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s*([\d.]+) MHz\s*\((PASS|FAIL) at "
                       r"([\d.]+) MHz\)")
 _UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
@@ -693,7 +728,10 @@ def sta_script(top, lib, period_ns, act):
             # the baseline's own input: dense activations, not the spike events' payload
             lines.append("set_power_activity -input_ports [get_ports {i_stream__payload}] "
                          f"-activity {act['mac_input_activity']}")
-    lines += ["report_checks -path_delay max -digits 3", "report_power -digits 6", "exit"]
+    lines += ["report_checks -path_delay max -digits 3", "report_power -digits 6",
+              # every cell's power, summed per block by parse_instance_power
+              f"report_power -instances [get_cells *] -digits 6 > {top}.power_by_instance.txt",
+              "exit"]
     return "\n".join(lines) + "\n"
 
 
@@ -805,6 +843,10 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                                  "internal_as_reported_by_sta":
                                      rep["power_mw"]["total"]["internal"],
                                  "groups": groups}
+                inst = work / f"{name}.power_by_instance.txt"
+                blocks = parse_instance_power(inst.read_text()) if inst.exists() else {}
+                if len(blocks) > 1:   # a design with submodules: its logic power per block
+                    d["power_mw"]["logic_by_block"] = correct_power_groups(blocks, ipc["scale"])
                 ops = act["mac_ops_per_cycle"] if name == BASELINE else act["events_per_cycle"]
                 sram_dyn = sram_leak = 0.0
                 for m in d["memories"]:
@@ -1175,6 +1217,20 @@ def _sram_bound_note(report, goal):
     return f"{head}, which leaves {limit - sram:.3g} pJ for the PE logic (now {logic:.3g} pJ)"
 
 
+def block_split_text(d):
+    """"firing 14.0 mW (36 %; 2.21 pJ/SOP), ..." from a sky130 design's ``logic_by_block``,
+    largest first; the pJ figures only for a design with an energy per SOP."""
+    by = d["power_mw"]["logic_by_block"]
+    whole = sum(b["total"] for b in by.values())
+    e, logic = d.get("energy_per_sop_logic_only_pj"), d["power_mw"].get("logic_total")
+    per_op = e / logic if e and logic else None    # pJ per SOP for each mW of logic
+    parts = []
+    for name, b in sorted(by.items(), key=lambda kv: -kv[1]["total"]):
+        extra = f"; {b['total'] * per_op:.3g} pJ/SOP" if per_op else ""
+        parts.append(f"{name} {b['total']:.3g} mW ({100 * b['total'] / whole:.0f} %{extra})")
+    return ", ".join(parts)
+
+
 def _engine_overhead_note(report):
     """Where the whole engine's energy per SOP goes beyond the PE array's; "" when the figures
     are missing."""
@@ -1185,9 +1241,13 @@ def _engine_overhead_note(report):
                 - (pe["energy_per_sop_pj"] - pe["energy_per_sop_logic_only_pj"]))
     except KeyError:
         return ""
-    return (f"the PE array alone costs {pe['energy_per_sop_pj']:.3g} pJ per SOP; the rest of the "
-            f"engine adds {logic:.3g} pJ of logic (the firing unit and the idle KV caches, "
+    note = (f"the PE array alone costs {pe['energy_per_sop_pj']:.3g} pJ per SOP; the rest of "
+            f"the engine adds {logic:.3g} pJ of logic (the firing unit and the idle KV caches, "
             f"clocked every cycle) and {sram:.3g} pJ of SRAM (the idle KV macros' clocks)")
+    eng = report["targets"].get("sky130", {}).get("designs", {}).get(ENGINE, {})
+    if eng.get("power_mw", {}).get("logic_by_block"):
+        note += "; the engine's logic by block: " + block_split_text(eng)
+    return note
 
 
 def check_goals(report):
@@ -1389,6 +1449,11 @@ def render_markdown(rep):
                       f"{kv['scores_per_cycle']:.4g} scores per cycle (the measured score "
                       "walker utilisation, score_planes_per_cycle "
                       f"{act.get('score_planes_per_cycle'):.3g}, over t_kv)."]
+            for n, d in r["designs"].items():
+                by = d.get("power_mw", {}).get("logic_by_block")
+                if by:
+                    L += ["", f"{n} logic power by block (each cell counted in the block its "
+                          "name's path gives): " + block_split_text(d)]
             mems = [(n, m) for n, d in r["designs"].items() for m in d["memories"]]
             if mems:
                 L += ["", "Memories (blackboxed, costed with the SRAM model):", "",

@@ -67,6 +67,9 @@ def test_activity_file_overrides_defaults(tmp_path):
     assert "set_power_activity -input -activity 0.3" in tcl
     assert "-input_ports [get_ports {cfg_*}] -activity 0.0" in tcl
     assert "-global" not in tcl
+    # every cell's power goes to a file of its own, after the totals
+    assert tcl.index("report_power -digits 6") < tcl.index(
+        "report_power -instances [get_cells *] -digits 6 > top.power_by_instance.txt")
     # the baseline's own input activity applies to mac_baseline only
     act["mac_input_activity"] = 0.41
     mac_line = "-input_ports [get_ports {i_stream__payload}] -activity 0.41"
@@ -222,6 +225,20 @@ def test_sky130_done_when_keys(tmp_path):
         rep["mac_baseline"]["energy_per_mac_pj"] / rep["energy_per_sop_pj"])
     assert (out / "sky130" / "spike_engine.netlist.v").exists()
     assert not (out / "sky130" / "sky130hd_tt.lib").exists()  # no PDK data left behind
+    # the engine's logic power per block adds up to its logic power, with the same correction
+    assert {"pe", "firing", "k_cache", "v_cache", "top"} <= set(
+        eng["power_mw"]["logic_by_block"])
+    for d in rep["targets"]["sky130"]["designs"].values():
+        by = d["power_mw"].get("logic_by_block", {})
+        assert len(by) != 1                       # one block would only repeat the total
+        if by:
+            assert sum(b["total"] for b in by.values()) == pytest.approx(
+                d["power_mw"]["logic_total"], rel=1e-3)
+            assert sum(b["internal"] for b in by.values()) == pytest.approx(
+                d["power_mw"]["internal"], rel=1e-3)
+            assert sum(b["cells"] for b in by.values()) == d["std_cells"]
+    md = (out / "synth.md").read_text()
+    assert "spike_engine logic power by block" in md and "pJ/SOP" in md
 
 
 @needs_sky130

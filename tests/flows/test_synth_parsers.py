@@ -296,8 +296,41 @@ def test_engine_ratio_goal_says_what_the_engine_adds_to_the_pe_array():
     assert g["note"] == ("the PE array alone costs 4 pJ per SOP; the rest of the engine adds "
                          "4.5 pJ of logic (the firing unit and the idle KV caches, clocked every "
                          "cycle) and 1.5 pJ of SRAM (the idle KV macros' clocks)")
+    # with the engine's logic power by block, the note splits its logic per SOP by block
+    rep["targets"] = {"sky130": {"designs": {"spike_engine": {
+        "energy_per_sop_logic_only_pj": 6.0,
+        "power_mw": {"logic_total": 30.0, "logic_by_block": {
+            "pe": {"total": 10.0}, "firing": {"total": 15.0}, "top": {"total": 5.0}}}}}}}
+    g = {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]
+    assert g["note"].endswith("; the engine's logic by block: firing 15 mW (50 %; 3 pJ/SOP), "
+                              "pe 10 mW (33 %; 2 pJ/SOP), top 5 mW (17 %; 1 pJ/SOP)")
     del rep["pe_array"]                                    # nothing to compare with: no note
     assert {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]["note"] == ""
+
+
+INSTANCE_POWER = """\
+     Internal    Switching      Leakage        Total
+        Power        Power        Power        Power
+----------------------------------------------------
+ 2.000000e-05 4.000000e-06 1.000000e-12 2.400000e-05 k_cache.term_csa6[18]_sky130_fd_sc_hd__maj3_1_A
+ 1.000000e-05 1.000000e-06 2.000000e-12 1.100000e-05 k_cache.busy_sky130_fd_sc_hd__dfxtp_1_Q
+ 3.000000e-05 0.000000e+00 0.000000e+00 3.000000e-05 index_error_sky130_fd_sc_hd__dfxtp_1_Q
+ 5.000000e-06 5.000000e-06 0.000000e+00 1.000000e-05 acc[3].x_sky130_fd_sc_hd__nor2_1_Y
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 k_cache.planes.rd[0].data[3].q
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].data[12].en
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].addr[2].d
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.rd[1].en
+"""
+
+
+def test_instance_power_summed_by_the_block_in_each_cells_name():
+    by = S.parse_instance_power(INSTANCE_POWER + "Warning: something\n")
+    assert set(by) == {"k_cache", "top"}          # SRAM stubs are no cells of a block
+    assert by["k_cache"]["cells"] == 2 and by["top"]["cells"] == 2
+    assert by["k_cache"]["internal"] == pytest.approx(0.03)         # mW
+    assert by["k_cache"]["total"] == pytest.approx(0.035)
+    assert by["top"]["switching"] == pytest.approx(0.005)   # a dot after "[" is not a path
+    assert S.parse_instance_power("Error: no design\n") == {}
 
 
 def test_pnr_misfit_from_messages_or_an_overfull_utilisation_line():
