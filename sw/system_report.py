@@ -59,8 +59,8 @@ KV_FORMATS = {
 }
 #: One scanner exposure field bounds one die; a larger design needs several dies and links
 #: between them, which the model does not count.
-RETICLE_MM2 = (26.0 * 33.0, "the 26 mm x 33 mm maximum exposure field of current DUV and "
-                            "0.33-NA EUV scanners")
+RETICLE_MM2 = (26.0 * 33.0, "ASML TWINSCAN NXT (DUV) and NXE (0.33-NA EUV) scanner "
+                            "specifications: maximum exposure field 26 mm x 33 mm")
 GOAL_DECODE_FLOOR_MULTIPLE = 1.5
 
 # SDLLM (paper 002) Table A1, LLaMA2-7B, 4-1.58 (ternary, T = 8): per-layer firing rates. Used
@@ -1237,9 +1237,9 @@ ASSUMPTIONS = [
     "A shared input (q/k/v, gate/up) is written once; activations are address events of "
     "event_bits bits (spike) or INT(T+1) values (dense).",
     "Attention (QK^T and AV) is priced as INT MACs at the dense MAC energy in both designs "
-    "(a sensitivity row prices the spike design's QK^T on its K-cache score unit); softmax, norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV as "
-    "inputs.kv_format says (sign-magnitude: T_kv + 1 bits per element; planes: 2 T_kv), dense "
-    "KV = INT(T_kv+1).",
+    "(a sensitivity row prices the spike design's QK^T on its K-cache score unit); softmax, "
+    "norms, RoPE and SiLU are not counted. K/V live in DRAM: spike KV as inputs.kv_format says "
+    "(sign-magnitude: T_kv + 1 bits per element; planes: 2 T_kv), dense KV = INT(T_kv+1).",
     "Compute and DRAM transfers overlap (double buffering): time = max(compute, DRAM); DRAM "
     "runs at its peak bandwidth (optimistic).",
     "Not counted: host, DRAM background/refresh power, PHY static power, NoC wires, the vision "
