@@ -228,6 +228,13 @@ class Hardware:
         """Dies of at most one reticle field that the design's area needs (at least 1)."""
         return max(1, math.ceil(self.area_mm2(design) / RETICLE_MM2[0]))
 
+    def engines_on_one_die(self, design):
+        """The most engines that fit one reticle field with the buffer; 0 when none does."""
+        one = replace(self, engines=1)
+        per_engine = one.area_mm2(design) - replace(self, engines=0).area_mm2(design)
+        spare = RETICLE_MM2[0] - replace(self, engines=0).area_mm2(design)
+        return max(0, math.floor(spare / per_engine)) if per_engine > 0 else 0
+
     def static_w(self, design):
         logic = self.leakage_mw if design == "spike" else self.mac_leakage_mw
         return (self.engines * logic + self.sram_bits() * self.sram.leakage_mw_per_bit) * 1e-3
@@ -1060,6 +1067,15 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             sens[row] = {field: v, "source": si[inp]["source"],
                          "tokens_per_j": spike_tokens_per_j(replace(hw, **{field: v})),
                          "note": note}
+    # the headline is one ideal die; where the area needs more, the most engines one holds
+    e1 = hw.engines_on_one_die("spike")
+    if hw.dies("spike") > 1 and e1 >= 1:
+        one = {n: model_regime(shape, stats, replace(hw, engines=e1), k, b, vision_tokens,
+                               text_tokens, context, "spike") for n, (k, b) in regimes.items()}
+        sens["one_die"] = {"engines": e1,
+                           "area_mm2": replace(hw, engines=e1).area_mm2("spike"),
+                           "tokens_per_s": {n: r["tokens_per_s"] for n, r in one.items()},
+                           "tokens_per_j": {n: r["tokens_per_j"] for n, r in one.items()}}
     sens["dram_pj_per_bit"] = {
         str(x): spike_tokens_per_j(replace(hw, dram=replace(dspec, pj_per_bit=x)))
         for x in dspec.pj_per_bit_range}
@@ -1285,7 +1301,8 @@ def render_markdown(rep):
         L.append(f"Note: one die is at most one reticle field, {_fmt(cfg['reticle_mm2']['value'])} "
                  f"mm² ({cfg['reticle_mm2']['source']}). Dies needed: {', '.join(over)}. The "
                  "links between dies are not modelled (neither their energy nor their "
-                 "bandwidth), so the figures are those of one ideal die.\n")
+                 "bandwidth), so the figures are those of one ideal die; the sensitivity row "
+                 "'one die' gives the most engines one die holds.\n")
     L.append("## Headline\n")
     L.append("| regime | accel tok/s | accel tok/J | accel tok/s/mm² | dense tok/J | GPU tok/s | "
              "GPU tok/J | GPU tok/s/mm² | tok/J vs GPU | tok/J vs dense |")
@@ -1366,6 +1383,13 @@ def render_markdown(rep):
             L.append(f"- {e['note']} ({_fmt(e['e_score_elem_pj'])} pJ per element, against "
                      f"{_fmt(rep['inputs']['e_mac_pj']['value'])} pJ per MAC): "
                      + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_j"].items()) + ".")
+        if "one_die" in sens:
+            e = sens["one_die"]
+            L.append(f"- one die ({e['engines']} engines, {_fmt(e['area_mm2'])} mm², the most "
+                     f"one {_fmt(RETICLE_MM2[0])} mm² reticle field holds): tokens/s "
+                     + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_s"].items())
+                     + "; tokens/J " + ", ".join(f"{n} {_fmt(v)}" for n, v in e["tokens_per_j"].items())
+                     + ".")
         for x, v in sens.get("dram_pj_per_bit", {}).items():
             L.append(f"- DRAM at {x} pJ/bit: " + ", ".join(f"{n} {_fmt(t)}" for n, t in v.items()) + ".")
         fl = (rep.get("floor") or {}).get("decode_b1_j_per_token")

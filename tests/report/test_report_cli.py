@@ -100,9 +100,21 @@ def test_a_design_over_one_reticle_field_says_how_many_dies(tmp_path):
     for d in ("spike", "dense"):
         assert cfg["dies"][d] == -(-cfg["area_mm2"][d] // 858.0) >= 2
     assert "Dies needed: spike 2, dense 2" in (out / "report.md").read_text()
+    rep = json.loads((out / "report.json").read_text())
+    one = rep["sensitivity"]["one_die"]
+    assert 1 <= one["engines"] < 64 and one["area_mm2"] <= 858.0
+    # one engine more would not fit; fewer engines make compute-bound prefill slower (decode
+    # here is DRAM-bound at either count)
+    per_engine = (cfg["area_mm2"]["spike"] - one["area_mm2"]) / (64 - one["engines"])
+    assert one["area_mm2"] + per_engine > 858.0
+    assert rep["accelerator"]["prefill"]["bound"] == "compute"
+    assert one["tokens_per_s"]["prefill"] < rep["accelerator"]["prefill"]["tokens_per_s"]
+    assert one["tokens_per_s"]["decode_b1"] <= rep["accelerator"]["decode_b1"]["tokens_per_s"]
+    assert f"- one die ({one['engines']} engines" in (out / "report.md").read_text()
     rc, out = run_report(tmp_path, "--engines", "8")
-    cfg = json.loads((out / "report.json").read_text())["config"]
-    assert cfg["dies"] == {"spike": 1, "dense": 1}
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["dies"] == {"spike": 1, "dense": 1}
+    assert "one_die" not in rep["sensitivity"]
     assert "Dies needed" not in (out / "report.md").read_text()
 
 

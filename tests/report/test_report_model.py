@@ -212,6 +212,10 @@ def test_dies_are_reticle_fields_of_area():
                  sram=mm.sram("sky130"), buffer_kib=1.0)
         assert big.area_mm2("spike") == pytest.approx(engines * 400.0 + 8192 * per_bit * 1e-6)
         assert big.dies("spike") == dies
+        # the most engines one die holds: 2 (800.2 mm^2), whatever the count configured
+        assert big.engines_on_one_die("spike") == 2
+    assert hw(engines=1, engine_sram_area_um2=900e6, sram=mm.sram("sky130"),
+              buffer_kib=1.0).engines_on_one_die("spike") == 0
 
 
 def test_floor_function():
