@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ def _rel(path):
         return str(path)
 
 
-def register_activity(cases, params, log=print, kv_cases=()):
+def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
     on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
     with its score unit) on ``kv_cases`` (golden attention cases, each on a cache sized for
@@ -220,16 +221,21 @@ def register_activity(cases, params, log=print, kv_cases=()):
     ``port_activity_by_design`` and ``score_planes_per_cycle`` (key planes scored per cycle:
     scores x t_kv / cycles, the score walker's utilisation, which carries over to other t_kv).
     (:mod:`spikemllm.hw.register_activity`; OpenSTA starts every register output from that
-    rate.)"""
+    rate.) With ``trace_dir``, every port of spike_engine, pe_array and mac_baseline at every
+    cycle of each case is saved there (``<design>.<case>.npz``) and listed, relative to
+    ``trace_dir``'s parent, as ``port_traces_by_design`` (``spikemllm synth --clock-gating``
+    simulates the gate-level netlists on them)."""
     from spikemllm.hw import register_activity as RA
 
     from .stimulus import kv_params_for
 
+    tr = trace_dir is not None
     measures = {
-        "spike_engine": lambda c: RA.spike_engine_activity(params, c),
-        "pe_array": lambda c: RA.pe_array_activity(params, c.weights, c.events, horner=c.horner),
+        "spike_engine": lambda c: RA.spike_engine_activity(params, c, trace=tr),
+        "pe_array": lambda c: RA.pe_array_activity(params, c.weights, c.events, horner=c.horner,
+                                                   trace=tr),
         "mac_baseline": lambda c: RA.mac_baseline_activity(params, c.weights, c.events,
-                                                           horner=c.horner)}
+                                                           horner=c.horner, trace=tr)}
     jobs = []
     for case in cases:
         case.check_fits(params)
@@ -244,9 +250,15 @@ def register_activity(cases, params, log=print, kv_cases=()):
     tot = {d: [0, 0] for d in designs}
     reads = {d: {} for d in designs}
     cycles = dict.fromkeys(designs, 0)
-    ports, planes, scores = {}, 0, 0
+    ports, planes, scores, traces = {}, 0, 0, {}
     for design, fn, case in jobs:
         r = fn(case)
+        if "port_trace" in r:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            path = trace_dir / (f"{design}." + re.sub(r"[^A-Za-z0-9_.-]", "_", case.name)
+                                + ".npz")
+            r["port_trace"].save(path)
+            traces.setdefault(design, []).append(str(path.relative_to(trace_dir.parent)))
         tot[design][0] += r["toggles"]
         tot[design][1] += r["bits"] * r["cycles"]
         cycles[design] += r["cycles"]
@@ -275,6 +287,8 @@ def register_activity(cases, params, log=print, kv_cases=()):
                + (f"; spike_kv_cache (K cache with its score unit) on golden attention cases "
                   f"{', '.join(kv_sizes)}: every token's K appended, then every query scored, "
                   "scores checked, outputs always ready" if kv_sizes else ""))}
+    if traces:
+        out["port_traces_by_design"] = traces
     if kv_sizes:
         # cycle-weighted mean per port; the other input ports hold still (0)
         out["port_activity_by_design"] = {

@@ -267,7 +267,8 @@ def _run(args, configs, seed, out, t_start, log):
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
         f"{len(fit)} golden case(s); spike_kv_cache on {len(golden_kv)} attention case(s)")
     act.update(R.register_activity(fit, synth_params, log=lambda m: log(m),
-                                   kv_cases=list(golden_kv.values())))
+                                   kv_cases=list(golden_kv.values()),
+                                   trace_dir=out / "traces"))
     _write_json(out / "summary.json", summary)
     _write_json(out / "activity.json", act)
 

@@ -17,6 +17,7 @@ from amaranth.sim import Simulator
 
 from ..sw.events import EventLayout, events_to_counts, pack_weight_rows
 from .mac_baseline import pack_inputs
+from .netlist_sim import record_ports
 from .params import HwParams
 
 __all__ = ["clocked_registers", "memory_read_enables", "register_toggle_rate",
@@ -116,7 +117,8 @@ class _ToggleProbe:
                 "by_register": dict(zip(self.named, self.per_reg)), "memory_reads": reads}
 
 
-def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=None):
+def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=None,
+                         trace=False):
     """Stream ``inputs`` through ``dut`` and measure its registers' transitions per bit-cycle.
 
     ``weight_writes`` are ``w_stream`` payloads (dicts), written first, one per cycle;
@@ -127,12 +129,15 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
     "toggles", "bits", "cycles", "registers", "by_register", "memory_reads"}``
     (``by_register``: register path -> toggles; ``memory_reads``: memory path -> clock edges
     with a read port enabled, summed over its read ports, from the first input's edge on).
+    With ``trace``, also ``port_trace``: every port at every edge from the start
+    (:class:`~spikemllm.hw.netlist_sim.PortTrace`), for ``spikemllm synth --clock-gating``.
     """
     probe = _ToggleProbe(dut)
     if max_cycles is not None:
         inputs = inputs[:max_cycles]
     sim = Simulator(probe.frag)
     sim.add_clock(1e-8)
+    build_trace = record_ports(sim, dut) if trace else None
 
     async def bench(ctx):
         if setup is not None:
@@ -159,7 +164,10 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
 
     sim.add_testbench(bench)
     sim.run()
-    return probe.result()
+    out = probe.result()
+    if build_trace is not None:
+        out["port_trace"] = build_trace(type(dut).__name__)
+    return out
 
 
 def _weight_writes(params, weights, data_field):
@@ -167,7 +175,8 @@ def _weight_writes(params, weights, data_field):
     return [{"addr": i, data_field: r} for i, r in enumerate(rows)]
 
 
-def pe_array_activity(params: HwParams, weights, events, *, horner=True, max_cycles=None):
+def pe_array_activity(params: HwParams, weights, events, *, horner=True, max_cycles=None,
+                      trace=False):
     """:func:`register_toggle_rate` of :class:`TernaryAccumulatorArray` on an event stream."""
     from .pe_array import TernaryAccumulatorArray
 
@@ -178,10 +187,11 @@ def pe_array_activity(params: HwParams, weights, events, *, horner=True, max_cyc
         ctx.set(dut.horner, int(horner))
 
     return register_toggle_rate(dut, weight_writes=_weight_writes(params, weights, "data"),
-                                inputs=words, setup=setup, max_cycles=max_cycles)
+                                inputs=words, setup=setup, max_cycles=max_cycles, trace=trace)
 
 
-def mac_baseline_activity(params: HwParams, weights, events, *, horner=True, max_cycles=None):
+def mac_baseline_activity(params: HwParams, weights, events, *, horner=True, max_cycles=None,
+                          trace=False):
     """The same for the dense MAC baseline (``synth.baseline_for(params)``), fed the
     activations that ``events`` encode, every index of every token."""
     from .synth import baseline_for
@@ -190,10 +200,10 @@ def mac_baseline_activity(params: HwParams, weights, events, *, horner=True, max
     counts = events_to_counts(events, weights.shape[1], horner=horner)
     words = [int(x) for x in pack_inputs(counts, a_bits=dut.a_bits, in_max=dut.in_max)]
     return register_toggle_rate(dut, weight_writes=_weight_writes(params, weights, "row"),
-                                inputs=words, max_cycles=max_cycles)
+                                inputs=words, max_cycles=max_cycles, trace=trace)
 
 
-def spike_engine_activity(params: HwParams, case, *, max_cycles=None):
+def spike_engine_activity(params: HwParams, case, *, max_cycles=None, trace=False):
     """The same for the whole :class:`SpikeEngine` (KV caches idle, as in a linear layer),
     configured from ``case`` (a cosim ``EngineCase``: its weights, events and
     ``engine_config(tap=False)``)."""
@@ -212,7 +222,7 @@ def spike_engine_activity(params: HwParams, case, *, max_cycles=None):
         ctx.set(dut.cfg_we, 0)
 
     return register_toggle_rate(dut, weight_writes=_weight_writes(params, case.weights, "data"),
-                                inputs=words, setup=setup, max_cycles=max_cycles)
+                                inputs=words, setup=setup, max_cycles=max_cycles, trace=trace)
 
 
 def kv_cache_activity(params, case):

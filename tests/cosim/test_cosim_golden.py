@@ -56,12 +56,21 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     if config == "lanes32":
         # register toggle rates for synthesis, on the same real cases (Amaranth simulator)
         from spikemllm.hw.params import HwParams
-        ra = regression.register_activity(cases, HwParams(), log=lambda m: None)
+        ra = regression.register_activity(cases, HwParams(), log=lambda m: None,
+                                          trace_dir=tmp_path / "traces")
         rates = ra["register_activity_by_design"]
         assert set(rates) == {"spike_engine", "pe_array", "mac_baseline"}
         assert all(0 < r < 1 for r in rates.values())
+        # every port at every cycle, one trace per design and case, for --clock-gating
+        traces = ra["port_traces_by_design"]
+        assert set(traces) == set(rates) and all(len(v) == len(cases) for v in traces.values())
         path.write_text(json.dumps({**act, **ra}))
-        assert load_activity(path)["register_activity_by_design"] == rates
+        loaded = load_activity(path)
+        assert loaded["register_activity_by_design"] == rates
+        for design, files in loaded["port_traces_by_design"].items():
+            assert files == [str(tmp_path / f) for f in traces[design]]
+            from spikemllm.hw.netlist_sim import PortTrace
+            assert all(PortTrace.load(f).cycles > 0 for f in files)
 
 
 def test_kv_cache_replays_real_attention_planes(cosim_builds, golden_export, tmp_path):

