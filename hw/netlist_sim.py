@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +123,6 @@ class GatingRun:
     flops: int
     gated_flops: int
     checked_output_bits: int = 0
-    notes: list = field(default_factory=list)
 
 
 class GateNetlist:
@@ -198,7 +197,6 @@ class GateNetlist:
         self._plan = [(t, [np.array([gates[k][1][j] for k in ks]) for j in range(len(_GATES[t]))],
                        np.array([gates[k][2] for k in ks]))
                       for (_, t), ks in sorted(groups.items())]
-        self.gates = len(gates)
 
     def _flops(self, ffs):
         q, d, r, e, rv, over, gate = [], [], [], [], [], [], []

