@@ -307,6 +307,8 @@ class GateNetlist:
         v = np.zeros(self.n, dtype=np.uint8)
         v[self.c1] = 1
         v[self._q] = self._rv
+        if reset_port in self.ports:    # no cell drives an input: it stays low
+            v[self.ports[reset_port][0]] = 0
         names = sorted(self.icgs.values())
         gate_bits = np.array([g for _, g in names], dtype=np.int64)
         on = np.zeros(len(names), dtype=np.int64)
@@ -314,8 +316,6 @@ class GateNetlist:
         for cyc in range(trace.cycles):
             for _, bits, vals in ins:
                 v[bits] = vals[cyc]
-            if reset_port in self.ports:
-                v[self.ports[reset_port][0]] = 0
             for mem in self.mems.values():
                 for port in mem["rd"].values():
                     v[port["data_bits"]] = port["q"]
