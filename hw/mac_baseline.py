@@ -227,6 +227,9 @@ class DenseMacLanes(wiring.Component):
         # themselves (no output register): on last they hold the result, and the next
         # input loads its product instead of adding. They load in every cycle with no
         # enable mux: a cycle without an input (or stalled) adds 0, which holds the value.
+        # Without read_register, as in the PE array, the adders' operand depends on
+        # registered state only (a stall holds a finished vector: while it is offered, or
+        # fresh, the accumulators add 0); the late stall reaches only the select after them.
         # With read_register (the FPGA style) the result goes to an output register instead,
         # as in the PE array: the pipeline stalls only when a second `last` reaches the
         # accumulators while the previous result is still offered. That stall is a flip-flop
@@ -250,8 +253,12 @@ class DenseMacLanes(wiring.Component):
                 m.d.sync += self.o_stream.valid.eq(1)
         for i in range(lanes):
             add = Signal(signed(prod_bits), name=f"add{i}")
-            m.d.comb += add.eq(Mux(step, s2_prod[i], 0))
-            total = Mux(first, add, acc[i] + add)
+            if self.read_register:  # a stall can hold a token in progress here
+                m.d.comb += add.eq(Mux(step, s2_prod[i], 0))
+                total = Mux(first, add, acc[i] + add)
+            else:
+                m.d.comb += add.eq(Mux(s2_valid, s2_prod[i], 0))
+                total = Mux(first, add, acc[i] + Mux(fresh | self.o_stream.valid, 0, add))
             m.d.sync += acc[i].eq(total)
             if self.read_register:
                 out = Signal(signed(self.acc_bits), name=f"out{i}")

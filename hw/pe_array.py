@@ -32,10 +32,10 @@ class TernaryAccumulatorArray(wiring.Component):
     register: ``o_stream.payload`` is the accumulators themselves, which hold the finished
     vector, and the next token's first event loads ``+-w`` instead of adding. That halves
     the flip-flops clocked per SOP. Nor do the accumulators have an enable: a cycle without
-    an event, or a stalled one, adds 0, which holds them (no hold mux per bit). The next
-    token's first event waits (the array holds it and deasserts ``i_stream.ready``) while
-    the vector is still offered and ``o_stream.ready`` is low, so nothing is lost; with a
-    ready sink there are no bubbles.
+    an event, or a stalled one (the finished vector is still offered), adds 0, which holds
+    them (no hold mux per bit). The next token's first event waits (the array holds it and
+    deasserts ``i_stream.ready``) while the vector is still offered and ``o_stream.ready`` is
+    low, so nothing is lost; with a ready sink there are no bubbles.
 
     With ``params.read_register`` the weight row is registered once more before the lanes
     use it, bank by bank with ``params.bram_rows``
@@ -178,7 +178,8 @@ class TernaryAccumulatorArray(wiring.Component):
             first = Signal()     # it starts a new token: load instead of add
             double = Signal()    # Horner step end
             m.d.comb += [
-                zero.eq(~step | ev.empty),
+                # registered state only: the stall selects after the adders (first, double)
+                zero.eq(~ev.valid | ev.empty),
                 first.eq(step & fresh),
                 double.eq(step & ev.step_end & ~ev.token_end & self.horner),
             ]
@@ -201,7 +202,13 @@ class TernaryAccumulatorArray(wiring.Component):
                 m.d.comb += self.o_stream.payload.acc[lane].eq(out)
             else:
                 # The accumulators load in every cycle, with no enable mux: a cycle without
-                # an event (or stalled) adds 0 and neither doubles nor restarts, which holds.
+                # an event adds 0 and neither doubles nor restarts, which holds. A stall can
+                # only hold a finished vector (o_valid), and while it is offered (or fresh) the
+                # adders add 0, so a stalled cycle holds too. The stall (late: it comes from
+                # o_stream.ready) and its buffer tree (768 loads) thus reach only the selects
+                # after the adders (first, double), beside the carry chains, never an operand.
+                # (o_valid implies fresh; adding 0 on either holds by construction, so that
+                # k-induction needs no invariant about the two.)
                 w = rd.data.word_select(lane, p.w_bits).as_signed()
                 add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
                 with m.If(zero):
@@ -210,9 +217,7 @@ class TernaryAccumulatorArray(wiring.Component):
                     m.d.comb += add.eq(-w)
                 with m.Else():
                     m.d.comb += add.eq(w)
-                # first selects after the adder, not at its input: its buffer tree (768
-                # loads) then runs beside the carry chain.
-                m.d.comb += s.eq(Mux(first, add, acc + add))
+                m.d.comb += s.eq(Mux(first, add, acc + Mux(fresh | o_valid, 0, add)))
                 m.d.sync += acc.eq(Mux(double, s << 1, s))
                 m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
