@@ -611,8 +611,6 @@ class SpikeKvCache(wiring.Component):
             q_neg = Signal(data.ArrayLayout(unsigned(d), Tq))
             self._query_reg = (q_pos, q_neg)  # for the isolation test only
             q_done = Signal()
-            with m.If(q_done):
-                m.d.sync += [q_pos.eq(0), q_neg.eq(0)]  # a query accepted now overrides this
 
         with m.If(can_accept & rq.valid):
             m.d.sync += [
@@ -633,9 +631,14 @@ class SpikeKvCache(wiring.Component):
                     w_head.eq(Mux(q_head_ok, q_head, 0)),
                     w_slot.eq(Mux(q_head_ok, base(q_head), 0)),
                 ]
-                # an empty head's walk keeps the zero query: its popcounts (and term) are 0
-                with m.If(q_n != 0):
-                    m.d.sync += [q_pos.eq(qs.payload.pos), q_neg.eq(qs.payload.neg)]
+            # The query register has one enable, so that Yosys sees it and can gate its clock
+            # (synth --clock-gating): a query for a non-empty head loads it, the end of a walk
+            # clears it, and a query accepted in that cycle wins. An empty head's walk keeps
+            # the zero query: its popcounts (and term) are 0.
+            q_load = qs.valid & qs.ready & (q_n != 0)
+            with m.If(q_load | q_done):
+                m.d.sync += [q_pos.eq(Mux(q_load, qs.payload.pos.as_value(), 0)),
+                             q_neg.eq(Mux(q_load, qs.payload.neg.as_value(), 0))]
 
         # ---- stage 0: issue one plane read per cycle --------------------------------------
         rd = self.read_data_stream

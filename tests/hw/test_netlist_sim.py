@@ -141,3 +141,21 @@ def test_a_trace_of_another_configuration_is_refused(tmp_path):
     other = PortTrace(["en", "data", "q"], trace.inputs, trace.widths, trace.bits)
     with pytest.raises(ValueError, match="'data' is not a port"):
         nl.simulate(other)
+
+
+@needs_yosys
+def test_the_k_caches_query_register_goes_behind_clock_gates(tmp_path):
+    """The query register is written under one enable Yosys sees (load | clear), so every one
+    of its flip-flops is clocked by a gate's GCLK, not by the main clock."""
+    from spikemllm.hw.kv_cache import kv_cache_from_params
+
+    dut = kv_cache_from_params(TINY)
+    gated_netlist(tmp_path, dut, "kv")
+    mod = json.loads((tmp_path / "kv.gated.json").read_text())["modules"]["kv"]
+    gclk = {c["connections"]["GCLK"][0] for c in mod["cells"].values()
+            if c["type"] == S.ICG_CELL[0]}
+    query = {b for n, w in mod["netnames"].items() if n in ("q_pos", "q_neg") for b in w["bits"]}
+    clocks = [c["connections"]["C"][0] for c in mod["cells"].values()
+              if "C" in c["connections"] and c["connections"].get("Q", [None])[0] in query]
+    assert len(clocks) == len(query) == 2 * dut.head_dim * dut.t_q
+    assert all(c in gclk for c in clocks)
