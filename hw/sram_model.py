@@ -144,18 +144,27 @@ def sram_energy_pj(mem, *, reads, writes, cycles, tech=SKY130_OPENRAM):
                         + writes * (tech.write_pj_per_bit - tech.idle_pj_per_bit))
 
 
-def sram_power_mw(mem, *, f_mhz, read_rate, write_rate=0.0, tech=SKY130_OPENRAM):
+def sram_power_mw(mem, *, f_mhz, read_rate, write_rate=0.0, clock_gated=False,
+                  tech=SKY130_OPENRAM):
     """Power (mW) of ``mem`` at ``f_mhz`` with each read port reading ``read_rate`` words per
     cycle and each write port writing ``write_rate`` words per cycle.
 
-    Returns ``{"dynamic": ..., "leakage": ..., "total": ...}`` in mW.
+    With ``clock_gated`` the macro's clock is gated by its ports' enables (one clock gate in
+    front of the macro), so it is clocked only in cycles with an access and pays no idle
+    energy otherwise. Those cycles are taken to be ``reads + writes`` (capped at 1): no two
+    accesses share a cycle, the most the gate can save least.
+
+    Returns ``{"dynamic": ..., "leakage": ..., "total": ..., "clocked_per_cycle": ...}``
+    (power in mW).
     """
     if not isinstance(f_mhz, (int, float)) or f_mhz <= 0:
         raise ValueError(f"f_mhz must be > 0, not {f_mhz!r}")
     read_rate = _rate("read_rate", read_rate)
     write_rate = _rate("write_rate", write_rate)
-    e_cycle_pj = sram_energy_pj(mem, reads=read_rate * mem.read_ports,
-                                writes=write_rate * mem.write_ports, cycles=1, tech=tech)
+    reads, writes = read_rate * mem.read_ports, write_rate * mem.write_ports
+    clocked = min(1.0, reads + writes) if clock_gated else 1.0
+    e_cycle_pj = sram_energy_pj(mem, reads=reads, writes=writes, cycles=clocked, tech=tech)
     dynamic = e_cycle_pj * f_mhz * 1e-3  # pJ * MHz = uW; -> mW
     leakage = mem.bits * tech.leakage_nw_per_bit * 1e-6
-    return {"dynamic": dynamic, "leakage": leakage, "total": dynamic + leakage}
+    return {"dynamic": dynamic, "leakage": leakage, "total": dynamic + leakage,
+            "clocked_per_cycle": clocked}

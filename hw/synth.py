@@ -982,8 +982,10 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                     macro = SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
                                       read_ports=m["read_ports"], write_ports=m["write_ports"])
                     reads, src = sram_read_rate(act, name, macro, ops)
+                    # behind clock gates, the macro's clock is gated by its port enables too
                     pw = sram_power_mw(macro, f_mhz=clock_mhz, read_rate=reads,
-                                       write_rate=act["sram_writes_per_cycle"])
+                                       write_rate=act["sram_writes_per_cycle"],
+                                       clock_gated=bool(gating and gating["applied"]))
                     m.update(power_mw=pw, reads_per_port_cycle=reads, reads_source=src)
                     sram_dyn += pw["dynamic"]
                     sram_leak += pw["leakage"]
@@ -1373,10 +1375,14 @@ def _engine_overhead_note(report):
                 - (pe["energy_per_sop_pj"] - pe["energy_per_sop_logic_only_pj"]))
     except KeyError:
         return ""
+    eng = report["targets"].get("sky130", {}).get("designs", {}).get(ENGINE, {})
+    gated = eng.get("clock_gating", {}).get("applied")
     note = (f"the PE array alone costs {pe['energy_per_sop_pj']:.3g} pJ per SOP; the rest of "
             f"the engine adds {logic:.3g} pJ of logic (the firing unit and the idle KV caches, "
-            f"clocked every cycle) and {sram:.3g} pJ of SRAM (the idle KV macros' clocks)")
-    eng = report["targets"].get("sky130", {}).get("designs", {}).get(ENGINE, {})
+            + ("behind clock gates where they have an enable" if gated else "clocked every cycle")
+            + f") and {sram:.3g} pJ of SRAM ("
+            + ("the KV macros, clocks gated by their enables" if gated
+               else "the idle KV macros' clocks") + ")")
     if eng.get("power_mw", {}).get("logic_by_block"):
         note += "; the engine's logic by block: " + block_split_text(eng)
     return note
@@ -1588,7 +1594,10 @@ def render_markdown(rep):
                       f"{ICG_CELL[0]} gates, each priced at its enable's duty, measured by "
                       "simulating the gate-level netlist (before dfflibmap) on the port traces "
                       "of `spikemllm sim`, every output checked against them; OpenSTA's "
-                      "register activity is then per edge each flip-flop receives.", ""]
+                      "register activity is then per edge each flip-flop receives. Each SRAM "
+                      "macro's clock is gated by its port enables too: it pays its idle "
+                      "energy in no cycle and is clocked in `reads + writes` of them (the "
+                      "memory table's last column but one).", ""]
                 for n, g in gated.items():
                     if not g["applied"]:
                         L.append(f"- {n}: ungated: {g['note']}.")
@@ -1612,15 +1621,17 @@ def render_markdown(rep):
             if mems:
                 L += ["", "Memories (blackboxed, costed with the SRAM model):", "",
                       "| design | memory | depth x width | ports r/w | bits | area um^2 | "
-                      "reads per port-cycle | mW |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "reads per port-cycle | clocked per cycle | mW |",
+                      "|---|---|---|---|---|---|---|---|---|"]
                 for n, m in mems:
                     rd = (f"{m['reads_per_port_cycle']:.3g} ({m['reads_source']})"
                           if "reads_per_port_cycle" in m else "—")
+                    pw = m.get("power_mw", {})
                     L.append(f"| {n} | {m['name']} | {m['depth']} x {m['width']} | "
                              f"{m['read_ports']}/{m['write_ports']} | {m['bits']} | "
                              f"{m['area_um2']:.0f} | {rd} | "
-                             f"{_f(m.get('power_mw', {}).get('total'), '{:.3g}')} |")
+                             f"{_f(pw.get('clocked_per_cycle'), '{:.3g}')} | "
+                             f"{_f(pw.get('total'), '{:.3g}')} |")
         else:
             L += [f"Part: {r.get('part')}."]
             if "params" in r:

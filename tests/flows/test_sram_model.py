@@ -49,6 +49,20 @@ def test_scaling_is_linear_in_bits_and_width():
         4 * sram_energy_pj(MACRO, reads=1, writes=0, cycles=1))
 
 
+def test_a_clock_gated_macro_pays_idle_energy_only_in_no_cycle():
+    # ungated, an idle macro pays its idle energy in every cycle; gated, nothing
+    assert sram_power_mw(MACRO, f_mhz=100.0, read_rate=0.0)["dynamic"] == pytest.approx(IDLE * 0.1)
+    off = sram_power_mw(MACRO, f_mhz=100.0, read_rate=0.0, clock_gated=True)
+    assert off["dynamic"] == 0.0 and off["clocked_per_cycle"] == 0.0
+    # gated, a read in 3 cycles of 10 and a write in 1 of 10: clocked in 4, each an access
+    g = sram_power_mw(MACRO, f_mhz=100.0, read_rate=0.3, write_rate=0.1, clock_gated=True)
+    assert g["clocked_per_cycle"] == pytest.approx(0.4)
+    assert g["dynamic"] == pytest.approx((0.3 * READ + 0.1 * WRITE) * 0.1)
+    # a macro accessed in every cycle gains nothing
+    assert sram_power_mw(MACRO, f_mhz=100.0, read_rate=1.0, clock_gated=True)["dynamic"] == (
+        pytest.approx(sram_power_mw(MACRO, f_mhz=100.0, read_rate=1.0)["dynamic"]))
+
+
 def test_power_grows_with_read_rate():
     lo = sram_power_mw(MACRO, f_mhz=200.0, read_rate=0.1)["dynamic"]
     hi = sram_power_mw(MACRO, f_mhz=200.0, read_rate=0.9)["dynamic"]

@@ -10,7 +10,7 @@ import pytest
 
 from spikemllm.cli import main
 from spikemllm.hw import synth as S
-from spikemllm.hw.sram_model import SramMacro, sram_area_um2
+from spikemllm.hw.sram_model import SramMacro, sram_area_um2, sram_power_mw
 from spikemllm.hw.tools import find_tool, resolve_liberty
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
@@ -344,7 +344,9 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
                          trace=True)["port_trace"].save(tmp_path / "traces" / "pe.npz")
     f = tmp_path / "activity.json"
     f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac.npz"],
-                                                       "pe_array": ["traces/pe.npz"]}}))
+                                                       "pe_array": ["traces/pe.npz"]},
+                             "sram_reads_per_cycle_by_design": {"mac_baseline": {"weights": 0.25},
+                                                                "pe_array": {"weights": 0.25}}}))
     out = tmp_path / "synth"
     assert _synth(*TINY, "--target", "sky130", "--designs", "spike_engine,pe_array,mac_baseline",
                   "--clock-mhz", "100", "--activity", str(f), "--clock-gating",
@@ -362,6 +364,15 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
             in tcl)
     assert "sky130_fd_sc_hd__dlclkp_1 clock_gate_" in (
         out / "sky130" / "mac_baseline.netlist.v").read_text()
+    # the gated design's weight macro is clocked only in its read cycles, the ungated one's
+    # in every cycle (idle energy in the other 3 of 4)
+    (mac_mem,), (pe_mem,) = designs["mac_baseline"]["memories"], designs["pe_array"]["memories"]
+    assert mac_mem["power_mw"]["clocked_per_cycle"] == pytest.approx(0.25)
+    assert pe_mem["power_mw"]["clocked_per_cycle"] == 1.0
+    macro = SramMacro(name="w", depth=mac_mem["depth"], width=mac_mem["width"])
+    gated, ungated = (sram_power_mw(macro, f_mhz=100.0, read_rate=0.25, clock_gated=g)["dynamic"]
+                      for g in (True, False))
+    assert mac_mem["power_mw"]["dynamic"] == pytest.approx(gated) and gated < ungated
     pe = designs["pe_array"]["clock_gating"]
     assert not pe["applied"] and pe["note"].startswith("not clock-gated: port ")
     assert "dlclkp" not in (out / "sky130" / "pe_array.netlist.v").read_text()

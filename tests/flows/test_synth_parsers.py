@@ -304,6 +304,14 @@ def test_engine_ratio_goal_says_what_the_engine_adds_to_the_pe_array():
     g = {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]
     assert g["note"].endswith("; the engine's logic by block: firing 15 mW (50 %; 3 pJ/SOP), "
                               "pe 10 mW (33 %; 2 pJ/SOP), top 5 mW (17 %; 1 pJ/SOP)")
+    # a gated engine: its clocks and the KV macros' are gated where they have an enable
+    rep["targets"]["sky130"]["designs"]["spike_engine"]["clock_gating"] = {"applied": True}
+    del rep["targets"]["sky130"]["designs"]["spike_engine"]["power_mw"]["logic_by_block"]
+    g = {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]
+    assert g["note"] == ("the PE array alone costs 4 pJ per SOP; the rest of the engine adds "
+                         "4.5 pJ of logic (the firing unit and the idle KV caches, behind clock "
+                         "gates where they have an enable) and 1.5 pJ of SRAM (the KV macros, "
+                         "clocks gated by their enables)")
     del rep["pe_array"]                                    # nothing to compare with: no note
     assert {g["goal"]: g for g in S.check_goals(rep)}["energy_ratio"]["note"] == ""
 
