@@ -162,8 +162,10 @@ def add_arguments(parser: argparse.ArgumentParser):
                              "(Yosys clockgate, sky130_fd_sc_hd__dlclkp_1) and price each gate at "
                              "its enable's duty, measured by simulating the gate-level netlist on "
                              "the port traces that 'spikemllm sim' records (--activity; every "
-                             "output is checked against the RTL). A design without a trace of "
-                             "this configuration stays ungated, and synth.md says why")
+                             "output is checked against the RTL); the SRAM macros of a gated "
+                             "design have their clocks gated by their port enables. A design "
+                             "without a trace of this configuration stays ungated, and synth.md "
+                             "says why")
     parser.add_argument("--clock-mhz", type=float, default=200.0,
                         help="sky130 clock for STA and power (default %(default)s MHz)")
     parser.add_argument("--sweep", default=None,
@@ -1766,6 +1768,12 @@ def run(args) -> int:
     if args.liberty is not None:
         resolve_liberty(args.liberty)  # ValueError when the file is missing
     act = load_activity(args.activity)
+    if getattr(args, "clock_gating", False):
+        if "sky130" not in targets:
+            _log("WARNING: --clock-gating applies to the sky130 target only; ignored")
+        elif not act.get("port_traces_by_design"):
+            _log("WARNING: --clock-gating without port traces (run 'spikemllm sim' and give "
+                 "--activity build/sim/activity.json): every design stays ungated")
     wanted = None
     if args.designs:
         wanted = [d.strip() for d in args.designs.split(",") if d.strip()]

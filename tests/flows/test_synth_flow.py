@@ -324,6 +324,26 @@ def test_seeds_keep_the_fastest_placement_and_list_all(tmp_path):
     assert S.seed_lines(one) == []
 
 
+@needs_yosys
+def test_clock_gating_on_another_target_is_ignored_with_a_warning(tmp_path, capsys):
+    assert _synth(*TINY, "--target", "generic", "--designs", "pe_array", "--clock-gating",
+                  "--out", str(tmp_path / "g")) == 0
+    assert "--clock-gating applies to the sky130 target only; ignored" in capsys.readouterr().err
+    assert _synth(*TINY, "--target", "generic", "--designs", "pe_array",
+                  "--out", str(tmp_path / "n")) == 0
+    assert "--clock-gating" not in capsys.readouterr().err
+
+
+@needs_sky130
+def test_sky130_clock_gating_without_traces_warns_and_leaves_designs_ungated(tmp_path, capsys):
+    assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array", "--clock-gating",
+                  "--out", str(tmp_path / "s")) == 0
+    assert "--clock-gating without port traces" in capsys.readouterr().err
+    d = json.loads((tmp_path / "s" / "synth.json").read_text())
+    g = d["targets"]["sky130"]["designs"]["pe_array"]["clock_gating"]
+    assert not g["applied"] and "no port trace" in g["note"]
+
+
 @needs_sky130
 def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     """--clock-gating: the MAC baseline, with a trace of its configuration, gets clock gates,
