@@ -151,8 +151,8 @@ def sram_power_mw(mem, *, f_mhz, read_rate, write_rate=0.0, clock_gated=False,
 
     With ``clock_gated`` the macro's clock is gated by its ports' enables (one clock gate in
     front of the macro), so it is clocked only in cycles with an access and pays no idle
-    energy otherwise. Those cycles are taken to be ``reads + writes`` (capped at 1): no two
-    accesses share a cycle, the most the gate can save least.
+    energy otherwise. Those cycles are taken to be ``reads + writes`` (capped at 1), as if no
+    two accesses shared a cycle: the smallest saving the gate can give.
 
     Returns ``{"dynamic": ..., "leakage": ..., "total": ..., "clocked_per_cycle": ...}``
     (power in mW).
