@@ -145,8 +145,8 @@ def test_a_trace_of_another_configuration_is_refused(tmp_path):
 
 @needs_yosys
 def test_the_k_caches_query_register_goes_behind_clock_gates(tmp_path):
-    """The query register is written under one enable Yosys sees (load | clear), so every one
-    of its flip-flops is clocked by a gate's GCLK, not by the main clock."""
+    """In the asic style the query register is written under one enable Yosys sees (load |
+    clear), so every one of its flip-flops is clocked by a gate's GCLK, not the main clock."""
     from spikemllm.hw.kv_cache import kv_cache_from_params
 
     dut = kv_cache_from_params(TINY)
