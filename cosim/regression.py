@@ -221,8 +221,9 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
     ``port_activity_by_design`` and ``score_planes_per_cycle`` (key planes scored per cycle:
     scores x t_kv / cycles, the score walker's utilisation, which carries over to other t_kv).
     (:mod:`spikemllm.hw.register_activity`; OpenSTA starts every register output from that
-    rate.) With ``trace_dir``, every port of spike_engine, pe_array and mac_baseline at every
-    cycle of each case is saved there (``<design>.<case>.npz``) and listed, relative to
+    rate.) With ``trace_dir``, every port of spike_engine, pe_array, mac_baseline and
+    spike_kv_cache (at its case's size) at every cycle of each case is saved there
+    (``<design>.<case>.npz``) and listed, relative to
     ``trace_dir``'s parent, as ``port_traces_by_design`` (``spikemllm synth --clock-gating``
     simulates the gate-level netlists on them)."""
     from spikemllm.hw import register_activity as RA
@@ -245,7 +246,8 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
         kp = kv_params_for(case, params)
         kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
                         f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
-        jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c), case))
+        jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c, trace=tr),
+                     case))
     designs = list(dict.fromkeys(d for d, _, _ in jobs))
     tot = {d: [0, 0] for d in designs}
     reads = {d: {} for d in designs}

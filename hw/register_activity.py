@@ -225,7 +225,7 @@ def spike_engine_activity(params: HwParams, case, *, max_cycles=None, trace=Fals
                                 inputs=words, setup=setup, max_cycles=max_cycles, trace=trace)
 
 
-def kv_cache_activity(params, case):
+def kv_cache_activity(params, case, *, trace=False):
     """Register toggles, input-port toggles and memory reads of the K cache (SpikeKvCache with
     its score unit, built by ``kv_cache_from_params(params)``) on a cosim ``KvCase``.
 
@@ -235,7 +235,8 @@ def kv_cache_activity(params, case):
     ``expected_scores`` (ValueError on a mismatch), so the rates come from a correct run.
     Returns :func:`register_toggle_rate`'s dict plus ``scores`` (beats taken),
     ``score_planes`` (key planes scored: scores x t_kv), ``port_toggles`` (port -> transitions per bit and cycle of the payload as driven, held
-    between beats) and ``port_bits``.
+    between beats) and ``port_bits``; with ``trace``, also ``port_trace`` (every port at
+    every edge, as :func:`register_toggle_rate` gives it).
     """
     from .kv_cache import kv_cache_from_params
 
@@ -255,6 +256,7 @@ def kv_cache_activity(params, case):
     probe = _ToggleProbe(dut)
     sim = Simulator(probe.frag)
     sim.add_clock(1e-8)
+    build_trace = record_ports(sim, dut) if trace else None
     out = {"scores": 0, "port_toggles": dict.fromkeys(ports, 0)}
 
     async def bench(ctx):
@@ -299,4 +301,6 @@ def kv_cache_activity(params, case):
     r.update(scores=out["scores"], score_planes=out["scores"] * dut.t_kv, port_bits=port_bits,
              port_toggles={f"{p}__payload": out["port_toggles"][p] / (port_bits[p] * cycles)
                            for p in ports})
+    if build_trace is not None:
+        r["port_trace"] = build_trace(type(dut).__name__)
     return r

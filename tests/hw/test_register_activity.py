@@ -132,7 +132,7 @@ def test_kv_cache_activity_refuses_a_wrong_reference():
         RA.kv_cache_activity(p, case)
 
 
-def test_regression_activity_keys_for_the_kv_cache():
+def test_regression_activity_keys_for_the_kv_cache(tmp_path):
     """``spikemllm sim``'s activity for the K cache: its register rate, plane reads, its own
     port rates and the walker's key planes per cycle."""
     from spikemllm.cosim import regression as R
@@ -146,3 +146,9 @@ def test_regression_activity_keys_for_the_kv_cache():
     assert a["port_activity_by_design"]["spike_kv_cache"] == pytest.approx(r["port_toggles"])
     assert a["score_planes_per_cycle"] == pytest.approx(r["scores"] * p.t_kv / r["cycles"])
     assert "head_dim 8, t_kv 3" in a["register_activity_source"]
+    assert "port_traces_by_design" not in a
+    # with a trace directory, the K cache's ports at every edge, at its case's size
+    t = R.register_activity([], p, log=lambda m: None, kv_cases=[case], trace_dir=tmp_path / "tr")
+    (f,) = t["port_traces_by_design"]["spike_kv_cache"]
+    from spikemllm.hw.netlist_sim import PortTrace
+    assert PortTrace.load(tmp_path / f).cycles > r["cycles"]   # the trace starts at the first edge
