@@ -256,13 +256,13 @@ class DenseMacLanes(wiring.Component):
             if self.read_register:  # a stall can hold a token in progress here
                 m.d.comb += add.eq(Mux(step, s2_prod[i], 0))
                 total = Mux(first, add, acc[i] + add)
-            else:
-                m.d.comb += add.eq(Mux(s2_valid, s2_prod[i], 0))
-                total = Mux(first, add, acc[i] + Mux(fresh | self.o_stream.valid, 0, add))
-            m.d.sync += acc[i].eq(total)
-            if self.read_register:
+                m.d.sync += acc[i].eq(total)
                 out = Signal(signed(self.acc_bits), name=f"out{i}")
                 with m.If(step & s2_last):
                     m.d.sync += out.eq(total)
                 m.d.comb += self.o_stream.payload[i].eq(out)
+            else:
+                m.d.comb += add.eq(Mux(s2_valid, s2_prod[i], 0))
+                m.d.sync += acc[i].eq(
+                    Mux(first, add, acc[i] + Mux(fresh | self.o_stream.valid, 0, add)))
         return m
