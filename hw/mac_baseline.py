@@ -262,6 +262,8 @@ class DenseMacLanes(wiring.Component):
                     m.d.sync += out.eq(total)
                 m.d.comb += self.o_stream.payload[i].eq(out)
             else:
+                # Not split as in the PE array: with products of w_bits + a_bits bits the
+                # upper bits change too often; sky130 measured it costlier, gated or not.
                 m.d.comb += add.eq(Mux(s2_valid, s2_prod[i], 0))
                 m.d.sync += acc[i].eq(
                     Mux(first, add, acc[i] + Mux(fresh | self.o_stream.valid, 0, add)))

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .params import HwParams
 from .registered_memory import RegisteredReadMemory, result_stall
+from .split_accumulator import split_accumulator
 from .streams import acc_vector_layout, event_layout, weight_write_layout
 
 __all__ = ["TernaryAccumulatorArray"]
@@ -31,11 +32,16 @@ class TernaryAccumulatorArray(wiring.Component):
     on ``o_stream`` (``valid`` high) in cycle c + LATENCY. There is no separate output
     register: ``o_stream.payload`` is the accumulators themselves, which hold the finished
     vector, and the next token's first event loads ``+-w`` instead of adding. That halves
-    the flip-flops clocked per SOP. Nor do the accumulators have an enable: a cycle without
-    an event, or a stalled one (the finished vector is still offered), adds 0, which holds
-    them (no hold mux per bit). The next token's first event waits (the array holds it and
-    deasserts ``i_stream.ready``) while the vector is still offered and ``o_stream.ready`` is
-    low, so nothing is lost; with a ready sink there are no bubbles.
+    the flip-flops clocked per SOP. Nor do the accumulators' low ACC_LOW_BITS bits have an
+    enable: a cycle without an event, or a stalled one (the finished vector is still
+    offered), adds 0, which holds them (no hold mux per bit). Their upper bits are a
+    register of their own (:func:`~spikemllm.hw.split_accumulator.split_accumulator`) that
+    loads only when they change: on a carry or borrow out of the low bits (``+-w`` is small,
+    so a few percent of the events), a token's first event or a doubling. Behind a clock
+    gate those flip-flops then miss most clock edges. The next token's first event waits
+    (the array holds it and deasserts ``i_stream.ready``) while the vector is still offered
+    and ``o_stream.ready`` is low, so nothing is lost; with a ready sink there are no
+    bubbles.
 
     With ``params.read_register`` the weight row is registered once more before the lanes
     use it, bank by bank with ``params.bram_rows``
@@ -90,11 +96,16 @@ class TernaryAccumulatorArray(wiring.Component):
     READ_REGISTER_CYCLES = 1
     #: events accepted per clock, sustained across step and token ends while o_stream is ready
     THROUGHPUT = 1
+    #: without ``read_register``: the accumulators' low bits, clocked in every cycle (the rest
+    #: load only on a carry or borrow out of them, a restart or a doubling); at least W_BITS.
+    #: 7 measured best on sky130 with the engine at 200 MHz (docs/synthesis.md)
+    ACC_LOW_BITS = 7
 
     def __init__(self, *, params):
         if not isinstance(params, HwParams):
             raise ValueError(f"params must be a HwParams, not {params!r}")
         self.params = params
+        self.acc_low_bits = min(params.acc_bits, max(params.w_bits, self.ACC_LOW_BITS))
         self.latency = self.LATENCY + (self.READ_REGISTER_CYCLES if params.read_register else 0)
         super().__init__({
             "i_stream": In(stream.Signature(event_layout(params.in_max, params.t_max))),
@@ -183,11 +194,11 @@ class TernaryAccumulatorArray(wiring.Component):
                 first.eq(step & fresh),
                 double.eq(step & ev.step_end & ~ev.token_end & self.horner),
             ]
-        accs = [Signal(signed(p.acc_bits), name=f"acc{lane}") for lane in range(p.lanes)]
-        for lane, acc in enumerate(accs):
-            s = Signal(signed(p.acc_bits), name=f"sum{lane}")
+        for lane in range(p.lanes):
             # fits: |acc +- w| <= acc_bound (see HwParams)
             if p.read_register:
+                acc = Signal(signed(p.acc_bits), name=f"acc{lane}")
+                s = Signal(signed(p.acc_bits), name=f"sum{lane}")
                 # one carry chain: acc - w = acc + ~w + 1. The flip-flops' enable (step)
                 # holds, so the restart and doubling selects do not wait for the stall.
                 w = row.word_select(lane, p.w_bits)
@@ -208,7 +219,9 @@ class TernaryAccumulatorArray(wiring.Component):
                 # o_stream.ready) and its buffer tree (768 loads) thus reach only the selects
                 # after the adders (first, double), beside the carry chains, never an operand.
                 # (o_valid implies fresh; adding 0 on either holds by construction, so that
-                # k-induction needs no invariant about the two.)
+                # k-induction needs no invariant about the two.) The accumulator is split:
+                # its upper bits change only on a carry or borrow out of the low ones, a
+                # restart or a doubling, so behind a clock gate they are rarely clocked.
                 w = rd.data.word_select(lane, p.w_bits).as_signed()
                 add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
                 with m.If(zero):
@@ -217,8 +230,11 @@ class TernaryAccumulatorArray(wiring.Component):
                     m.d.comb += add.eq(-w)
                 with m.Else():
                     m.d.comb += add.eq(w)
-                m.d.comb += s.eq(Mux(first, add, acc + Mux(fresh | o_valid, 0, add)))
-                m.d.sync += acc.eq(Mux(double, s << 1, s))
+                operand = Signal(signed(p.w_bits + 1), name=f"operand{lane}")
+                m.d.comb += operand.eq(Mux(fresh | o_valid, 0, add))
+                acc = split_accumulator(m, name=f"acc{lane}", bits=p.acc_bits,
+                                        low_bits=self.acc_low_bits, operand=operand,
+                                        load=first, load_value=add, double=double)
                 m.d.comb += self.o_stream.payload.acc[lane].eq(acc)
 
         with m.If(o_valid & self.o_stream.ready):

@@ -109,8 +109,35 @@ def test_gate_level_netlist_replays_the_rtl_trace(tmp_path, design):
     assert run.cycles == trace.cycles > r["cycles"]   # the trace starts at the first edge
     assert run.checked_output_bits > 0 and run.flop_toggles >= r["toggles"]
     assert all(0.0 <= d <= 1.0 for d in run.duty.values())
-    if design != "pe_array":
-        assert run.gated_flops > 0 and run.clocked_edges < run.flops * run.cycles
+    assert run.gated_flops > 0 and run.clocked_edges < run.flops * run.cycles
+
+
+@needs_yosys
+def test_the_pe_arrays_upper_accumulator_bits_go_behind_clock_gates(tmp_path):
+    """Each lane's accumulator is split: its low bits take the main clock in every cycle, its
+    upper bits a gated clock, on only in the cycles they change (carry, restart, doubling)."""
+    from spikemllm.hw.pe_array import TernaryAccumulatorArray
+
+    p = HwParams(lanes=2, in_max=64, kv_depth=4, heads=1, head_dim=4, t_max=4)
+    dut = TernaryAccumulatorArray(params=p)
+    assert p.acc_bits > dut.acc_low_bits == dut.ACC_LOW_BITS
+    case = random_engine_case(p, seed=7, n_tokens=4, in_features=p.in_max)
+    r = RA.pe_array_activity(p, case.weights, case.events, horner=case.horner, trace=True)
+    nl = gated_netlist(tmp_path, dut, "pe")
+    mod = json.loads((tmp_path / "pe.gated.json").read_text())["modules"]["pe"]
+    gate_of = {c["connections"]["GCLK"][0]: n for n, c in mod["cells"].items()
+               if c["type"] == S.ICG_CELL[0]}
+    clock_of = {c["connections"]["Q"][0]: c["connections"]["C"][0]
+                for c in mod["cells"].values() if "C" in c["connections"]}
+
+    def clocks(name):
+        return [clock_of[b] for b in mod["netnames"][name]["bits"]]
+    run = nl.simulate(r["port_trace"])          # raises on any output bit in any cycle
+    for lane in range(p.lanes):
+        assert not any(c in gate_of for c in clocks(f"acc{lane}_lo"))
+        upper = {gate_of[c] for c in clocks(f"acc{lane}_hi")}   # KeyError: not gated
+        assert len(clocks(f"acc{lane}_hi")) == p.acc_bits - dut.acc_low_bits
+        assert all(0 < run.duty[g] < 0.5 for g in upper)
 
 
 @needs_yosys
