@@ -345,6 +345,42 @@ def test_sky130_clock_gating_without_traces_warns_and_leaves_designs_ungated(tmp
 
 
 @needs_sky130
+def test_a_gated_engines_logic_power_is_split_by_block_too(tmp_path):
+    """Behind clock gates the PE array's accumulators are named after the engine's o_acc
+    port; they still count as the PE's, and the gates are a block of their own."""
+    from spikemllm.cosim.stimulus import random_engine_case
+    from spikemllm.hw import register_activity as RA
+    from spikemllm.hw.params import HwParams
+
+    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+    case = random_engine_case(tiny, seed=3, n_tokens=3, in_features=16)
+    (tmp_path / "traces").mkdir()
+    RA.spike_engine_activity(tiny, case, trace=True)["port_trace"].save(
+        tmp_path / "traces" / "engine.npz")
+    f = tmp_path / "activity.json"
+    f.write_text(json.dumps({"port_traces_by_design": {"spike_engine": ["traces/engine.npz"]}}))
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "spike_engine", "--clock-mhz", "100",
+                  "--activity", str(f), "--clock-gating", "--out", str(out)) == 0
+    eng = json.loads((out / "synth.json").read_text())["targets"]["sky130"]["designs"][
+        "spike_engine"]
+    assert eng["clock_gating"]["applied"]
+    by = eng["power_mw"]["logic_by_block"]
+    assert {"pe", "firing", "k_cache", "v_cache", "clock_gates", "top"} <= set(by)
+    netlist = (out / "sky130" / "spike_engine.netlist.v").read_text()
+    assert "o_acc__payload" in netlist                 # cells named after the port exist ...
+    top_cells = by["top"]["cells"]
+    # ... and none of them is counted in the top block: every one is the PE's
+    subs, ports = S.submodule_map((out / "sky130" / "spike_engine.top.json").read_text(),
+                                  "spike_engine")
+    assert ports["o_acc__payload"] == "pe" and "pe" in subs
+    named = S.parse_instance_power(
+        (out / "sky130" / "spike_engine.power_by_instance.txt").read_text(), subs, {})
+    assert named["top"]["cells"] > top_cells and named["pe"]["cells"] < by["pe"]["cells"]
+    assert sum(b["cells"] for b in by.values()) == eng["std_cells"]
+
+
+@needs_sky130
 def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     """--clock-gating: the MAC baseline, with a trace of its configuration, gets clock gates,
     each priced at a clock of period / duty; the PE array, whose trace is of another

@@ -341,6 +341,40 @@ def test_instance_power_summed_by_the_block_in_each_cells_name():
     assert S.parse_instance_power("Error: no design\n") == {}
 
 
+def test_cells_named_after_a_port_go_to_the_block_that_drives_it():
+    gated = INSTANCE_POWER + (
+        " 1.000000e-05 0.000000e+00 0.000000e+00 1.000000e-05 o_acc__payload[3]_sky130_fd_sc_hd__dfxtp_1_Q\n"
+        " 2.000000e-05 0.000000e+00 0.000000e+00 2.000000e-05 clock_gate_4\n"
+        " 4.000000e-05 0.000000e+00 0.000000e+00 4.000000e-05 clock_gate_4_GCLK_sky130_fd_sc_hd__clkbuf_1_A\n")
+    by = S.parse_instance_power(gated, {"k_cache", "pe", "firing"},
+                                {"o_acc__payload": "pe", "index_error": "firing"})
+    assert set(by) == {"k_cache", "pe", "firing", "clock_gates", "top"}
+    assert by["pe"]["cells"] == 1 and by["pe"]["internal"] == pytest.approx(0.01)
+    assert by["firing"]["cells"] == 1                         # index_error_sky130_..._Q
+    assert by["clock_gates"]["cells"] == 2 and by["clock_gates"]["total"] == pytest.approx(0.06)
+    assert by["top"]["cells"] == 1                            # acc[3].x: no port of that name
+    assert set(S.parse_instance_power(gated)) == {"k_cache", "clock_gates", "top"}
+    # a path that is no submodule (a top-level memory's nets, say) is the top's
+    assert set(S.parse_instance_power(gated, {"pe"})) == {"clock_gates", "top"}
+
+
+def test_output_ports_map_to_the_one_submodule_that_drives_every_bit():
+    top = {"modules": {"e": {
+        "ports": {"o_acc__payload": {"direction": "output", "bits": [5, 6]},
+                  "mixed": {"direction": "output", "bits": [5, 9]},
+                  "glue": {"direction": "output", "bits": [7]},
+                  "const": {"direction": "output", "bits": ["0"]},
+                  "i_data": {"direction": "input", "bits": [8]}},
+        "cells": {
+            "pe": {"type": "e.pe", "port_directions": {"o": "output", "i": "input"},
+                   "connections": {"o": [5, 6], "i": [8]}},
+            "firing": {"type": "e.firing", "port_directions": {"o": "output", "i": "input"},
+                       "connections": {"o": [9], "i": [5, 6]}},
+            "$and$1": {"type": "$and", "port_directions": {"Y": "output"},
+                       "connections": {"Y": [7]}}}}}}
+    assert S.submodule_map(json.dumps(top), "e") == ({"pe", "firing"}, {"o_acc__payload": "pe"})
+
+
 def test_pnr_misfit_from_messages_or_an_overfull_utilisation_line():
     part = S.FPGA_PARTS["ice40"]
     # nextpnr-ice40 0.11 on a design 26 % over the logic cells: no misfit message, only the
