@@ -20,9 +20,10 @@ def split_accumulator(m, *, name, bits, low_bits, operand, load, load_value, dou
     two's complement register, bit for bit, wrap-around included.
 
     ``m`` is the :class:`~amaranth.hdl.Module` to add the registers to (``sync`` domain,
-    reset to 0). ``low_bits`` is 1..``bits``; ``bits`` gives one register, unsplit. ``operand`` and ``load_value`` are signed and must lie in
-    ``-2**low_bits .. 2**low_bits - 1`` (at most ``low_bits + 1`` bits wide), so that their
-    upper bits are all copies of the sign. ``load`` and ``double`` (None: never) are 1-bit.
+    reset to 0). ``low_bits`` is 1..``bits``; ``bits`` gives one register, unsplit.
+    ``operand`` and ``load_value`` are signed and must lie in ``-2**low_bits ..
+    2**low_bits - 1`` (at most ``low_bits + 1`` bits wide), so that their upper bits are all
+    copies of the sign. ``load`` and ``double`` (None: never) are 1-bit.
 
     Returns the accumulator, a signed ``bits``-bit value (the two registers side by side).
     """
