@@ -433,12 +433,12 @@ def submodule_map(top_json, top):
     return subs, out
 
 
-def parse_instance_power(text, submodules=None, port_blocks=None):
+def parse_instance_power(text, submodules, port_blocks=None):
     """OpenSTA ``report_power -instances`` text -> power (mW) and cell count per block.
 
     A cell's block is the first component of its name: Yosys ``autoname`` names a cell after
     a net it drives, and a submodule's nets keep its path (``k_cache.busy_sky130_...``), so
-    ``k_cache``; with ``submodules`` given, only those count as paths (a top-level memory's
+    ``k_cache``; only the names in ``submodules`` count as paths (a top-level memory's
     ``planes.RD_EN...`` is ``top``). Otherwise the block is the one ``port_blocks`` (see
     :func:`submodule_map`) gives the cell's signal, ``clock_gates`` for the clock gates and
     their gated clocks' buffers (``clock_gate_<n>...``), else ``top``. Cells at a block's
@@ -459,7 +459,7 @@ def parse_instance_power(text, submodules=None, port_blocks=None):
         name = p[4].lstrip("\\")
         head = name.split("[", 1)[0]
         path = head.split(".", 1)[0] if "." in head else None
-        if path is not None and (submodules is None or path in submodules):
+        if path in submodules:
             block = path
         elif name.startswith("clock_gate_"):
             block = "clock_gates"

@@ -12,11 +12,12 @@ from spikemllm.hw.split_accumulator import split_accumulator
 
 
 class SplitAccumulatorHarness(wiring.Component):
-    """``split_accumulator`` with its inputs as ports, and its upper register's enable."""
+    """``split_accumulator`` with its inputs and its accumulator as ports."""
 
     def __init__(self, *, bits, low_bits, operand_bits):
         self.bits, self.low_bits = bits, low_bits
-        super().__init__({"operand": In(signed(operand_bits)), "load_value": In(signed(operand_bits)),
+        super().__init__({"operand": In(signed(operand_bits)),
+                          "load_value": In(signed(operand_bits)),
                           "load": In(1), "double": In(1), "acc": Out(signed(bits))})
 
     def elaborate(self, platform):
