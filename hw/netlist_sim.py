@@ -11,7 +11,10 @@ flip-flops at a clock of its own (docs/synthesis.md). This module gives it:
   flip-flops; ICG cells with ``GATE``/``CLK``/``GCLK`` pins; the flow's per-bit SRAM stubs,
   rebuilt into memories from their instance names and the ``<top>.mems.json`` geometry).
   :meth:`GateNetlist.simulate` drives its inputs from a trace, checks every output against
-  the trace at every cycle, and counts the cycles each ICG's enable is high.
+  the trace at every cycle, and counts the cycles each ICG's enable is high. It also takes
+  the mapped sky130 netlist with every cell replaced by its Liberty function (the same
+  gates and ``$_DFF_P_``), for which it counts every net's toggles and ones: the per-net
+  activity that ``spikemllm synth`` gives OpenSTA.
 
 The check is what makes the duty trustworthy: a netlist that disagrees with the RTL on any
 output bit in any cycle raises :class:`NetlistMismatch`.
@@ -123,6 +126,11 @@ class GatingRun:
     flops: int
     gated_flops: int
     checked_output_bits: int = 0
+    #: with ``count_nets``: per net bit (the netlist's bit numbers), the cycles in which it
+    #: differs from the cycle before, and the cycles in which it is 1 (zero-delay: one
+    #: value per cycle, no glitches)
+    net_toggles: np.ndarray = None
+    net_ones: np.ndarray = None
 
 
 class GateNetlist:
@@ -148,6 +156,8 @@ class GateNetlist:
             return self.c1 if b == "1" else self.c0
         self.ports = {n: ([bit(b) for b in p["bits"]], p["direction"])
                       for n, p in m["ports"].items()}
+        #: every wire's bits as the JSON gives them (net numbers, or "0"/"1"/"x" constants)
+        self.netnames = {n: w["bits"] for n, w in m["netnames"].items()}
         gate_pin, clk_pin, gclk_pin = icg_pins
         gates, ffs, stubs = [], [], []
         self.icgs = {}                           # GCLK net -> (name, GATE net)
@@ -200,6 +210,7 @@ class GateNetlist:
 
     def _flops(self, ffs):
         q, d, r, e, rv, over, gate = [], [], [], [], [], [], []
+        self._launch = []                         # (net a clock edge drives, its clock net)
         for t, con in ffs:
             kind, pol = _FF_RE.match(t).groups()
             if "N" in pol or (kind.startswith("SDFF") and pol[2] not in "01"):
@@ -211,6 +222,7 @@ class GateNetlist:
             rv.append(int(pol[2]) if kind.startswith("SDFF") else 0)
             over.append(kind == "SDFFE")          # reset overrides enable
             gate.append(self.icgs[con["C"]][1] if con["C"] in self.icgs else self.c1)
+            self._launch.append((con["Q"], con["C"]))
         self._q, self._d, self._r, self._e, self._gate = map(
             lambda x: np.array(x, dtype=np.int64), (q, d, r, e, gate))
         self._rv = np.array(rv, dtype=np.uint8)
@@ -235,6 +247,8 @@ class GateNetlist:
             if mt["en"]:
                 port["en"] = con["D"]
             else:
+                if mt["pin"] == "q":
+                    self._launch.append((con["Q"], con.get("CLK", self.c0)))
                 port.setdefault(mt["kind"] if mt["pin"] != "en" else "we", {})[int(mt["i"])] = (
                     con["Q"] if mt["pin"] == "q" else con["D"])
         for mname, mem in self.mems.items():
@@ -258,6 +272,26 @@ class GateNetlist:
             for port in mem["wr"].values():
                 port["data_bits"] = np.array([port["data"][i] for i in range(width)])
                 port["we_bits"] = np.array([port["we"][i] for i in range(width)])
+
+    def launch_periods(self, period, gate_periods=None):
+        """Per net bit, the shortest period of the clocks whose edges reach it: ``period``
+        from the inputs and from flip-flops and SRAM outputs on the main clock,
+        ``gate_periods[gate]`` from those behind clock gate ``gate`` (the main period for a
+        gate not named), ``inf`` for a net only constants drive. OpenSTA 2.0.17 reads a
+        net's activity per period of the fastest clock launching into it, so this turns
+        toggles per main cycle into its units."""
+        gate_periods = gate_periods or {}
+        per = np.full(self.n, np.inf)
+        for bits, direction in self.ports.values():
+            if direction == "input":
+                per[bits] = period
+        for q, clk in self._launch:
+            icg = self.icgs.get(clk)
+            per[q] = gate_periods.get(icg[0], period) if icg else period
+        for _, a, out in self._plan:               # in level order
+            per[out] = np.minimum.reduce([per[x] for x in a])
+        per[[self.c0, self.c1]] = np.inf
+        return per
 
     def _eval(self, v):
         for t, a, out in self._plan:
@@ -284,16 +318,28 @@ class GateNetlist:
             else:                                   # $_BUF_
                 v[out] = v[a[0]]
 
+    def _next_state(self, v):
+        """The flip-flops' values after this clock edge, and which of them it reached."""
+        clocked = v[self._gate]
+        r = v[self._r]
+        upd = clocked & (v[self._e] | (r & self._over))
+        return np.where(upd == 1, np.where(r == 1, self._rv, v[self._d]), v[self._q]), clocked
+
     @staticmethod
     def _word(v, bits):
         return int(np.dot(v[bits].astype(np.int64), 1 << np.arange(len(bits), dtype=np.int64)))
 
-    def simulate(self, trace, *, reset_port="rst"):
+    def simulate(self, trace, *, reset_port="rst", count_nets=False, reset_cycles=0):
         """Run ``trace`` (a :class:`PortTrace`) through the netlist from the reset state.
 
         Every flip-flop starts at its reset value (Amaranth starts registers at ``init``, the
         value its reset gives them) and every memory at its ``INIT``; ``reset_port`` is held
         low. Raises :class:`NetlistMismatch` at the first cycle where an output differs.
+        With ``count_nets`` it also counts every net bit's toggles and ones
+        (:attr:`GatingRun.net_toggles`, :attr:`GatingRun.net_ones`). ``reset_cycles``
+        clock edges with ``reset_port`` high and every other input low come first, neither
+        checked nor counted: a mapped netlist's flip-flops have no reset value of their own
+        (the reset is logic in front of them), so this is what puts them at ``init``.
         """
         ins, outs = [], []
         for k, name in enumerate(trace.names):
@@ -309,10 +355,23 @@ class GateNetlist:
         v[self._q] = self._rv
         if reset_port in self.ports:    # no cell drives an input: it stays low
             v[self.ports[reset_port][0]] = 0
+        for _ in range(reset_cycles):
+            if reset_port not in self.ports:
+                raise ValueError(f"reset_cycles: the netlist has no port {reset_port!r}")
+            for _, bits, _ in ins:
+                v[bits] = 0
+            v[self.ports[reset_port][0]] = 1
+            self._eval(v)
+            v[self._q] = self._next_state(v)[0]
+            v[self.ports[reset_port][0]] = 0
         names = sorted(self.icgs.values())
         gate_bits = np.array([g for _, g in names], dtype=np.int64)
         on = np.zeros(len(names), dtype=np.int64)
         toggles, edges = 0, 0.0
+        net_toggles = net_ones = prev = None
+        if count_nets:
+            net_toggles = np.zeros(self.n, dtype=np.int64)
+            net_ones = np.zeros(self.n, dtype=np.int64)
         for cyc in range(trace.cycles):
             for _, bits, vals in ins:
                 v[bits] = vals[cyc]
@@ -320,6 +379,11 @@ class GateNetlist:
                 for port in mem["rd"].values():
                     v[port["data_bits"]] = port["q"]
             self._eval(v)
+            if count_nets:
+                if prev is not None:
+                    net_toggles += v != prev
+                net_ones += v
+                prev = v.copy()
             for name, bits, vals in outs:
                 if not np.array_equal(v[bits], vals[cyc]):
                     raise NetlistMismatch(
@@ -339,10 +403,7 @@ class GateNetlist:
                         a = self._word(v, port["addr_bits"]) - mem["offset"]
                         if 0 <= a < mem["size"]:
                             mem["arr"][a][we] = v[port["data_bits"]][we]
-            clocked = v[self._gate]
-            r = v[self._r]
-            upd = clocked & (v[self._e] | (r & self._over))
-            new = np.where(upd == 1, np.where(r == 1, self._rv, v[self._d]), v[self._q])
+            new, clocked = self._next_state(v)
             toggles += int(np.count_nonzero(new != v[self._q]))
             edges += float(clocked.sum())
             v[self._q] = new
@@ -350,4 +411,5 @@ class GateNetlist:
                          duty={n: c / max(1, trace.cycles) for (n, _), c in zip(names, on)},
                          flop_toggles=toggles, clocked_edges=edges, flops=self.flops,
                          gated_flops=self.gated_flops,
-                         checked_output_bits=sum(len(b) for _, b, _ in outs) * trace.cycles)
+                         checked_output_bits=sum(len(b) for _, b, _ in outs) * trace.cycles,
+                         net_toggles=net_toggles, net_ones=net_ones)

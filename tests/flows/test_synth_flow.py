@@ -431,8 +431,103 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     assert mac_mem["power_mw"]["dynamic"] == pytest.approx(gated) and gated < ungated
     pe = designs["pe_array"]["clock_gating"]
     assert not pe["applied"] and pe["note"].startswith("not clock-gated: port ")
+    # nor can its mapped netlist replay that trace: its power stays on propagated activity
+    na = designs["pe_array"]["net_activity"]
+    assert not na["applied"] and na["note"].startswith("port ")
+    assert "- pe_array: propagated: port " in (out / "synth.md").read_text()
+    assert designs["mac_baseline"]["net_activity"]["applied"]
     assert "dlclkp" not in (out / "sky130" / "pe_array.netlist.v").read_text()
     eng = designs["spike_engine"]["clock_gating"]
     assert not eng["applied"] and "no port trace" in eng["note"]
     md = (out / "synth.md").read_text()
     assert "Clock gating (`--clock-gating`)" in md and "- pe_array: ungated: not clock-gated" in md
+
+
+def _idle_pe_array_trace(params, path, cycles=64):
+    """The PE array's ports over ``cycles`` clock edges with nothing driven."""
+    from amaranth.sim import Simulator
+
+    from spikemllm.hw.netlist_sim import record_ports
+    from spikemllm.hw.pe_array import TernaryAccumulatorArray
+
+    dut = TernaryAccumulatorArray(params=params)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    build = record_ports(sim, dut)
+
+    async def bench(ctx):
+        await ctx.tick().repeat(cycles)
+    sim.add_testbench(bench)
+    sim.run()
+    build("idle").save(path)
+
+
+@needs_sky130
+def test_sky130_prices_power_from_every_nets_simulated_activity(tmp_path):
+    """With a port trace, the mapped netlist is simulated (outputs checked against the RTL)
+    and every net but the clock gets its own measured activity: an idle trace leaves no
+    switching power, a busy one does; --no-net-activity keeps OpenSTA's propagation."""
+    from spikemllm.cosim.stimulus import random_engine_case
+    from spikemllm.hw import register_activity as RA
+    from spikemllm.hw.params import HwParams
+
+    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+    case = random_engine_case(tiny, seed=3, n_tokens=4, in_features=16)
+    (tmp_path / "traces").mkdir()
+    RA.pe_array_activity(tiny, case.weights, case.events, horner=case.horner,
+                         trace=True)["port_trace"].save(tmp_path / "traces" / "busy.npz")
+    RA.mac_baseline_activity(tiny, case.weights, case.events, horner=case.horner,
+                             trace=True)["port_trace"].save(tmp_path / "traces" / "mac.npz")
+    RA.spike_engine_activity(tiny, case, trace=True)["port_trace"].save(
+        tmp_path / "traces" / "engine.npz")
+    _idle_pe_array_trace(tiny, tmp_path / "traces" / "idle.npz")
+    runs = {}
+    for name, extra in (("busy", ()), ("idle", ()), ("plain", ("--no-net-activity",))):
+        f = tmp_path / f"{name}.json"
+        trace = "idle" if name == "idle" else "busy"
+        f.write_text(json.dumps({"port_traces_by_design": {"pe_array": [f"traces/{trace}.npz"],
+                                                           "mac_baseline": ["traces/mac.npz"],
+                                                           "spike_engine": ["traces/engine.npz"]}}))
+        out = tmp_path / name
+        designs = "pe_array,mac_baseline,spike_engine" if name == "busy" else "pe_array"
+        assert _synth(*TINY, "--target", "sky130", "--designs", designs, "--clock-mhz", "100",
+                      "--activity", str(f), *extra, "--out", str(out)) == 0
+        runs[name] = json.loads((out / "synth.json").read_text())["targets"]["sky130"][
+            "designs"]
+    busy, idle, plain = (runs[k]["pe_array"] for k in ("busy", "idle", "plain"))
+    for na in (runs["busy"][d]["net_activity"] for d in ("pe_array", "mac_baseline",
+                                                          "spike_engine")):
+        assert na["applied"] and na["checked_output_bits"] > 0 and na["mean_toggle_rate"] > 0
+        # every net but clk, also those named "\$signal$..." or "\k_cache.$signal$..."
+        assert na["nets_annotated"] == na["nets_in_sta"] - 1 == na["nets"]
+    assert "\\$signal$" in (tmp_path / "busy" / "sky130" / "mac_baseline.netlist.v").read_text()
+    assert idle["net_activity"]["mean_toggle_rate"] == 0.0
+    assert idle["power_mw"]["switching"] < 0.01 * busy["power_mw"]["switching"]
+    assert idle["power_mw"]["internal"] < busy["power_mw"]["internal"]
+    assert "net_activity" not in plain
+    assert "set_power_pin_activity" not in (tmp_path / "plain" / "sky130" /
+                                            "pe_array.sta.tcl").read_text()
+
+
+@needs_sky130
+def test_a_sweep_prices_every_point_the_same_way(tmp_path, capsys):
+    """The port traces fit one configuration, so a sweep keeps every point on the propagated
+    activity rather than mixing two methods in one table."""
+    from spikemllm.cosim.stimulus import random_engine_case
+    from spikemllm.hw import register_activity as RA
+    from spikemllm.hw.params import HwParams
+
+    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
+    case = random_engine_case(tiny, seed=3, n_tokens=2, in_features=16)
+    (tmp_path / "traces").mkdir()
+    RA.pe_array_activity(tiny, case.weights, case.events, horner=case.horner,
+                         trace=True)["port_trace"].save(tmp_path / "traces" / "pe.npz")
+    f = tmp_path / "activity.json"
+    f.write_text(json.dumps({"port_traces_by_design": {"pe_array": ["traces/pe.npz"]}}))
+    out = tmp_path / "sweep"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
+                  "--activity", str(f), "--sweep", "lanes=2,4", "--out", str(out)) == 0
+    assert "every point's power from the propagated activity" in capsys.readouterr().err
+    for lanes in (2, 4):
+        sub = json.loads((out / "sweep" / f"lanes-{lanes}" / "synth.json").read_text())
+        assert "net_activity" not in sub["targets"]["sky130"]["designs"]["pe_array"]

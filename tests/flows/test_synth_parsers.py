@@ -406,3 +406,50 @@ def test_an_unused_engine_and_its_kv_caches_are_silenced():
     assert not any(c._MustUse__silence for c in parts)
     S._silence_unused(eng)
     assert all(c._MustUse__silence for c in parts)
+
+
+# the head of a `write_verilog -simple-lhs` sky130 netlist (pe_array), declarations only
+NETLIST_HEAD = r"""module pe_array(clk, i_stream__payload, o_stream__valid);
+  input clk;
+  wire clk;
+  input [19:0] i_stream__payload;
+  wire [19:0] i_stream__payload;
+  output o_stream__valid;
+  wire o_stream__valid;
+  wire fresh;
+  wire \rd__data[21] ;
+  wire \rd__data[21]_sky130_fd_sc_hd__and3_1_B_X ;
+  wire [0:2] rev;
+  sky130_fd_sc_hd__nor2_1 \x_sky130_fd_sc_hd__nor2_1  (
+"""
+
+
+def test_netlist_wires_and_their_opensta_net_names():
+    w = S.netlist_wires(NETLIST_HEAD)
+    assert w == {"clk": (0, 0), "i_stream__payload": (19, 0), "o_stream__valid": (0, 0),
+                 "fresh": (0, 0), "rd__data[21]": (0, 0),
+                 "rd__data[21]_sky130_fd_sc_hd__and3_1_B_X": (0, 0), "rev": (0, 2)}
+    assert S.net_bit_names("fresh", 0, 0, 1) == ["fresh"]
+    assert S.net_bit_names("rd__data[21]", 0, 0, 1) == ["rd__data[21]"]
+    assert S.net_bit_names("p", 19, 0, 20)[:2] == ["p[0]", "p[1]"]
+    assert S.net_bit_names("rev", 0, 2, 3) == ["rev[2]", "rev[1]", "rev[0]"]   # [0:2]: LSB is 2
+
+
+def test_sta_script_sets_every_annotated_nets_pins_before_the_power_report():
+    act = dict(S.DEFAULT_ACTIVITY)
+    plain = S.sta_script("pe_array", "lib.lib", 5.0, act)
+    assert "net_activity" not in plain and "set_power_pin_activity" not in plain
+    tcl = S.sta_script("pe_array", "lib.lib", 5.0, act, gated_clocks={"clock_gate_0": 50.0},
+                       net_activity=True)
+    src = tcl.index("[spk_annotate pe_array.net_activity.txt]")
+    assert (tcl.index("report_checks") < tcl.index("create_clock -name clock_gate_0")
+            < tcl.index("sta::set_power_pin_activity $pin $a $d") < src
+            < tcl.index("report_power -digits 6"))
+    # the propagated activity stays set: it covers what the file does not name
+    assert tcl.index("set_power_activity -input -activity") < src
+
+
+def test_sta_report_gives_the_annotated_net_count():
+    rep = S.parse_sta_report(STA_TEXT + "net activity: 7429 of 7431 nets\n")
+    assert rep["nets_annotated"] == 7429 and rep["nets"] == 7431
+    assert "nets" not in S.parse_sta_report(STA_TEXT)

@@ -203,3 +203,113 @@ def test_the_k_caches_gated_netlist_replays_its_rtl_trace(tmp_path):
     run = nl.simulate(r["port_trace"])          # raises on any output bit in any cycle
     assert run.checked_output_bits > 0 and run.gated_flops > 0
     assert run.clocked_edges < run.flops * run.cycles
+
+
+class GatedRegisterAndXor(wiring.Component):
+    """``q``: a register loaded where ``en`` is high (behind a clock gate); ``x = q ^ d``:
+    logic fed by the gated register and by an input on the main clock."""
+    en: In(1)
+    d: In(4)
+    q: Out(4)
+    x: Out(4)
+
+    def elaborate(self, platform):
+        m = Module()
+        r = Signal(4)
+        with m.If(self.en):
+            m.d.sync += r.eq(self.d)
+        m.d.comb += [self.q.eq(r), self.x.eq(r ^ self.d)]
+        return m
+
+
+def gated_xor_trace(dut, pattern):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    build = record_ports(sim, dut)
+
+    async def bench(ctx):
+        for k, en in enumerate(pattern):
+            ctx.set(dut.en, en)
+            ctx.set(dut.d, (5 * k + 3) & 0xF)
+            await ctx.tick()
+    sim.add_testbench(bench)
+    sim.run()
+    return build("test")
+
+
+@needs_yosys
+def test_every_nets_toggles_and_ones_are_counted_cycle_by_cycle(tmp_path):
+    """count_nets: on every port bit the netlist's counts equal the trace's own (toggles
+    between consecutive cycles, cycles at 1), inputs and outputs alike."""
+    dut = GatedRegisterAndXor()
+    trace = gated_xor_trace(dut, [1, 0, 0, 1, 1, 0, 1, 0, 0, 0] * 4)
+    nl = gated_netlist(tmp_path, dut, "gx")
+    run = nl.simulate(trace, count_nets=True)
+    assert run.net_toggles.shape == run.net_ones.shape == (nl.n,)
+    checked = 0
+    for k, name in enumerate(trace.names):
+        bits = trace.port(k)
+        for i, net in enumerate(nl.ports[name][0]):
+            assert run.net_toggles[net] == np.count_nonzero(np.diff(bits[:, i].astype(int)))
+            assert run.net_ones[net] == bits[:, i].sum()
+            checked += 1
+    assert checked == 1 + 4 + 4 + 4              # en, d, q, x
+    assert run.net_toggles[nl.ports["q"][0]].sum() > 0
+    assert nl.simulate(trace).net_toggles is None      # not counted unless asked
+
+
+@needs_yosys
+def test_launch_periods_follow_the_clock_gates(tmp_path):
+    """A net only gated flip-flops drive takes its gate's period; one that an input also
+    reaches, the main clock's (OpenSTA reads activity per period of the fastest clock)."""
+    dut = GatedRegisterAndXor()
+    nl = gated_netlist(tmp_path, dut, "gx")
+    (gate,) = [name for name, _ in nl.icgs.values()]
+    per = nl.launch_periods(5.0, {gate: 40.0})
+    assert list(per[nl.ports["q"][0]]) == [40.0] * 4
+    assert list(per[nl.ports["x"][0]]) == [5.0] * 4
+    assert list(per[nl.ports["d"][0]]) == [5.0] * 4
+    assert np.isinf(per[nl.c0]) and np.isinf(per[nl.c1])
+    assert list(nl.launch_periods(5.0)[nl.ports["q"][0]]) == [5.0] * 4   # gate not named
+
+
+class CounterFromFive(wiring.Component):
+    """A 4-bit counter that starts at init 5 and counts where ``en`` is high."""
+    en: In(1)
+    q: Out(4)
+
+    def elaborate(self, platform):
+        m = Module()
+        r = Signal(4, init=5)
+        with m.If(self.en):
+            m.d.sync += r.eq(r + 1)
+        m.d.comb += self.q.eq(r)
+        return m
+
+
+@needs_yosys
+def test_a_reset_cycle_puts_plain_flip_flops_at_their_init(tmp_path):
+    """Mapped to plain flip-flops (the reset is logic in front of them), the netlist starts
+    at 0 and disagrees with the RTL until a reset cycle runs first."""
+    dut = CounterFromFive()
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    build = record_ports(sim, dut)
+
+    async def bench(ctx):
+        for en in [1, 1, 0, 1, 0, 0, 1, 1]:
+            ctx.set(dut.en, en)
+            await ctx.tick()
+    sim.add_testbench(bench)
+    sim.run()
+    trace = build("test")
+    (tmp_path / "c.il").write_text(S._rtlil(dut, "c"))
+    (tmp_path / "c.ys").write_text("read_rtlil c.il\nhierarchy -top c\nproc\nflatten\nsynth -top c\n"
+                                   "dfflegalize -cell $_DFF_P_ 01\nopt_clean\nwrite_json c.json\n")
+    subprocess.run([YOSYS, "-q", "c.ys"], cwd=tmp_path, check=True, capture_output=True)
+    nl = GateNetlist(tmp_path / "c.json", "c")
+    with pytest.raises(NetlistMismatch, match="cycle 0: port q is 0x0 in the netlist, 0x5"):
+        nl.simulate(trace)
+    run = nl.simulate(trace, reset_cycles=1, count_nets=True)
+    assert run.checked_output_bits == 4 * trace.cycles
+    assert run.net_toggles[nl.ports["q"][0]].sum() > 0
