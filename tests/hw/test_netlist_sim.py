@@ -57,19 +57,27 @@ class EnabledRegister(wiring.Component):
         return m
 
 
-def enabled_register_trace(dut, pattern):
+def recorded_trace(dut, cycles, drive):
+    """``dut``'s ports over ``cycles`` clock edges; ``drive(ctx, k)`` sets its inputs before
+    edge ``k``."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     build = record_ports(sim, dut)
 
     async def bench(ctx):
-        for k, en in enumerate(pattern):
-            ctx.set(dut.en, en)
-            ctx.set(dut.d, (37 * k + 11) & 0xFF)
+        for k in range(cycles):
+            drive(ctx, k)
             await ctx.tick()
     sim.add_testbench(bench)
     sim.run()
     return build("test")
+
+
+def enabled_register_trace(dut, pattern):
+    def drive(ctx, k):
+        ctx.set(dut.en, pattern[k])
+        ctx.set(dut.d, (37 * k + 11) & 0xFF)
+    return recorded_trace(dut, len(pattern), drive)
 
 
 @needs_yosys
@@ -223,18 +231,10 @@ class GatedRegisterAndXor(wiring.Component):
 
 
 def gated_xor_trace(dut, pattern):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    build = record_ports(sim, dut)
-
-    async def bench(ctx):
-        for k, en in enumerate(pattern):
-            ctx.set(dut.en, en)
-            ctx.set(dut.d, (5 * k + 3) & 0xF)
-            await ctx.tick()
-    sim.add_testbench(bench)
-    sim.run()
-    return build("test")
+    def drive(ctx, k):
+        ctx.set(dut.en, pattern[k])
+        ctx.set(dut.d, (5 * k + 3) & 0xF)
+    return recorded_trace(dut, len(pattern), drive)
 
 
 @needs_yosys
@@ -292,17 +292,8 @@ def test_a_reset_cycle_puts_plain_flip_flops_at_their_init(tmp_path):
     """Mapped to plain flip-flops (the reset is logic in front of them), the netlist starts
     at 0 and disagrees with the RTL until a reset cycle runs first."""
     dut = CounterFromFive()
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    build = record_ports(sim, dut)
-
-    async def bench(ctx):
-        for en in [1, 1, 0, 1, 0, 0, 1, 1]:
-            ctx.set(dut.en, en)
-            await ctx.tick()
-    sim.add_testbench(bench)
-    sim.run()
-    trace = build("test")
+    pattern = [1, 1, 0, 1, 0, 0, 1, 1]
+    trace = recorded_trace(dut, len(pattern), lambda ctx, k: ctx.set(dut.en, pattern[k]))
     (tmp_path / "c.il").write_text(S._rtlil(dut, "c"))
     (tmp_path / "c.ys").write_text("read_rtlil c.il\nhierarchy -top c\nproc\nflatten\nsynth -top c\n"
                                    "dfflegalize -cell $_DFF_P_ 01\nopt_clean\nwrite_json c.json\n")
