@@ -933,16 +933,13 @@ def measure_clock_gating(work, name, traces):
     needs for a gated design (its activity is per clock period of each flip-flop's clock).
     Raises ValueError (a trace of another configuration, a netlist that disagrees with it).
     """
-    from .netlist_sim import GateNetlist, PortTrace
+    from .netlist_sim import GateNetlist
 
     nl = GateNetlist(work / f"{name}.gated.json", name, work / f"{name}.mems.json")
     cycles = toggles = checked = 0
     edges = 0.0
     on = {}
-    for path in traces:
-        if not Path(path).is_file():
-            raise ValueError(f"port trace {path}: no such file")
-        run = nl.simulate(PortTrace.load(path))
+    for run in _replays(nl, traces):
         cycles += run.cycles
         toggles += run.flop_toggles
         edges += run.clocked_edges
@@ -956,6 +953,17 @@ def measure_clock_gating(work, name, traces):
             "register_activity_per_clocked_edge": toggles / edges if edges else 0.0,
             "register_activity_per_flop_cycle": (toggles / (nl.flops * cycles)
                                                  if nl.flops and cycles else 0.0)}
+
+
+def _replays(nl, traces, **kw):
+    """:meth:`GateNetlist.simulate` of ``nl`` on each of ``traces`` (port trace files), with
+    ``kw``; ValueError for a missing file."""
+    from .netlist_sim import PortTrace
+
+    for path in traces:
+        if not Path(path).is_file():
+            raise ValueError(f"port trace {path}: no such file")
+        yield nl.simulate(PortTrace.load(path), **kw)
 
 
 def gated_clock_periods(gating, period_ns):
@@ -1013,7 +1021,7 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
     """
     import numpy as np
 
-    from .netlist_sim import GateNetlist, PortTrace
+    from .netlist_sim import GateNetlist
 
     cell, ce, clk, gclk = ICG_CELL
     (work / "icg_stub.v").write_text(f"module {cell}(input {ce}, input {clk}, output {gclk});\n"
@@ -1024,10 +1032,7 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
     toggles = np.zeros(nl.n, dtype=np.int64)
     ones = np.zeros(nl.n, dtype=np.int64)
     cycles = steps = checked = 0
-    for path in traces:
-        if not Path(path).is_file():
-            raise ValueError(f"port trace {path}: no such file")
-        run = nl.simulate(PortTrace.load(path), count_nets=True, reset_cycles=1)
+    for run in _replays(nl, traces, count_nets=True, reset_cycles=1):
         toggles += run.net_toggles
         ones += run.net_ones
         cycles += run.cycles
@@ -1166,14 +1171,14 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 rep = parse_sta_report(text)
                 if "slack_ns" not in rep or "power_mw" not in rep:
                     raise ToolError(f"could not parse OpenSTA output ({name}.sta.log)")
-                if nets and nets["applied"]:
-                    nets.update(nets_annotated=rep.get("nets_annotated"),
-                                nets_in_sta=rep.get("nets"))
-                    d["net_activity"] = nets
-                    _log(f"sky130: {name}: {nets['nets_annotated']} of {nets['nets_in_sta']} "
-                         f"nets annotated, mean toggle rate {nets['mean_toggle_rate']:.3g}; "
-                         f"{nets['checked_output_bits']} output bits matched the RTL")
-                elif nets:
+                if nets is not None:
+                    if nets["applied"]:
+                        nets.update(nets_annotated=rep.get("nets_annotated"),
+                                    nets_in_sta=rep.get("nets"))
+                        _log(f"sky130: {name}: {nets['nets_annotated']} of "
+                             f"{nets['nets_in_sta']} nets annotated, mean toggle rate "
+                             f"{nets['mean_toggle_rate']:.3g}; {nets['checked_output_bits']} "
+                             "output bits matched the RTL")
                     d["net_activity"] = nets
                 min_period = period_ns - rep["slack_ns"]
                 groups = correct_power_groups(rep["power_mw"], ipc["scale"])
