@@ -10,6 +10,7 @@ import pytest
 
 from spikemllm.cli import main
 from spikemllm.hw import synth as S
+from spikemllm.hw.params import HwParams
 from spikemllm.hw.sram_model import SramMacro, sram_area_um2, sram_power_mw
 from spikemllm.hw.tools import find_tool, resolve_liberty
 
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
 TINY = ["--lanes", "2", "--in-max", "16", "--kv-depth", "4", "--heads", "1", "--head-dim", "4",
         "--t-max", "2"]
+#: TINY as HwParams, for the port traces the sky130 tests record
+TINY_PARAMS = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
 
 
 def _synth(*argv):
@@ -350,12 +353,10 @@ def test_a_gated_engines_logic_power_is_split_by_block_too(tmp_path):
     port; they still count as the PE's, and the gates are a block of their own."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
-    from spikemllm.hw.params import HwParams
 
-    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
-    case = random_engine_case(tiny, seed=3, n_tokens=3, in_features=16)
+    case = random_engine_case(TINY_PARAMS, seed=3, n_tokens=3, in_features=16)
     (tmp_path / "traces").mkdir()
-    RA.spike_engine_activity(tiny, case, trace=True)["port_trace"].save(
+    RA.spike_engine_activity(TINY_PARAMS, case, trace=True)["port_trace"].save(
         tmp_path / "traces" / "engine.npz")
     f = tmp_path / "activity.json"
     f.write_text(json.dumps({"port_traces_by_design": {"spike_engine": ["traces/engine.npz"]}}))
@@ -387,12 +388,10 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     configuration, and the engine, without one, stay ungated and say why."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
-    from spikemllm.hw.params import HwParams
 
-    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
-    case = random_engine_case(tiny, seed=3, n_tokens=3, in_features=16)
+    case = random_engine_case(TINY_PARAMS, seed=3, n_tokens=3, in_features=16)
     (tmp_path / "traces").mkdir()
-    RA.mac_baseline_activity(tiny, case.weights, case.events, horner=case.horner,
+    RA.mac_baseline_activity(TINY_PARAMS, case.weights, case.events, horner=case.horner,
                              trace=True)["port_trace"].save(tmp_path / "traces" / "mac.npz")
     other = HwParams(lanes=4, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
     wide = random_engine_case(other, seed=3, n_tokens=2, in_features=16)
@@ -469,18 +468,16 @@ def test_sky130_prices_power_from_every_nets_simulated_activity(tmp_path):
     switching power, a busy one does; --no-net-activity keeps OpenSTA's propagation."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
-    from spikemllm.hw.params import HwParams
 
-    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
-    case = random_engine_case(tiny, seed=3, n_tokens=4, in_features=16)
+    case = random_engine_case(TINY_PARAMS, seed=3, n_tokens=4, in_features=16)
     (tmp_path / "traces").mkdir()
-    RA.pe_array_activity(tiny, case.weights, case.events, horner=case.horner,
+    RA.pe_array_activity(TINY_PARAMS, case.weights, case.events, horner=case.horner,
                          trace=True)["port_trace"].save(tmp_path / "traces" / "busy.npz")
-    RA.mac_baseline_activity(tiny, case.weights, case.events, horner=case.horner,
+    RA.mac_baseline_activity(TINY_PARAMS, case.weights, case.events, horner=case.horner,
                              trace=True)["port_trace"].save(tmp_path / "traces" / "mac.npz")
-    RA.spike_engine_activity(tiny, case, trace=True)["port_trace"].save(
+    RA.spike_engine_activity(TINY_PARAMS, case, trace=True)["port_trace"].save(
         tmp_path / "traces" / "engine.npz")
-    _idle_pe_array_trace(tiny, tmp_path / "traces" / "idle.npz")
+    _idle_pe_array_trace(TINY_PARAMS, tmp_path / "traces" / "idle.npz")
     runs = {}
     for name, extra in (("busy", ()), ("idle", ()), ("plain", ("--no-net-activity",))):
         f = tmp_path / f"{name}.json"
@@ -515,12 +512,10 @@ def test_a_sweep_prices_every_point_the_same_way(tmp_path, capsys):
     activity rather than mixing two methods in one table."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
-    from spikemllm.hw.params import HwParams
 
-    tiny = HwParams(lanes=2, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
-    case = random_engine_case(tiny, seed=3, n_tokens=2, in_features=16)
+    case = random_engine_case(TINY_PARAMS, seed=3, n_tokens=2, in_features=16)
     (tmp_path / "traces").mkdir()
-    RA.pe_array_activity(tiny, case.weights, case.events, horner=case.horner,
+    RA.pe_array_activity(TINY_PARAMS, case.weights, case.events, horner=case.horner,
                          trace=True)["port_trace"].save(tmp_path / "traces" / "pe.npz")
     f = tmp_path / "activity.json"
     f.write_text(json.dumps({"port_traces_by_design": {"pe_array": ["traces/pe.npz"]}}))
