@@ -211,7 +211,7 @@ def _rel(path):
         return str(path)
 
 
-def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
+def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, designs=None):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
     on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
     with its score unit) on ``kv_cases`` (golden attention cases, each on a cache sized for
@@ -225,7 +225,8 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
     spike_kv_cache (at its case's size) at every cycle of each case is saved there
     (``<design>.<case>.npz``) and listed, relative to
     ``trace_dir``'s parent, as ``port_traces_by_design`` (``spikemllm synth --clock-gating``
-    simulates the gate-level netlists on them)."""
+    simulates the gate-level netlists on them). ``designs`` (None: all) limits which of
+    spike_engine, pe_array and mac_baseline run ``cases``."""
     from spikemllm.hw import register_activity as RA
 
     from .stimulus import kv_params_for
@@ -240,7 +241,8 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None):
     jobs = []
     for case in cases:
         case.check_fits(params)
-        jobs += [(design, fn, case) for design, fn in measures.items()]
+        jobs += [(design, fn, case) for design, fn in measures.items()
+                 if designs is None or design in designs]
     kv_sizes = []
     for case in kv_cases:
         kp = kv_params_for(case, params)

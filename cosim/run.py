@@ -41,10 +41,16 @@ Environment: COCOTB_RANDOM_SEED (default 1) fixes every random pause; WAVES=1 bu
 """
 
 #: golden sets exported by step 2: name -> (spikemllm golden arguments, kind)
+#: output channels of the linear sets: every LANES up to this one can take real weights (the
+#: cosim runs them as LANES-wide tiles; ``spikemllm synth --sweep`` measures each point on them)
+GOLDEN_LANES = 64
+
 GOLDEN_SETS = {
-    "l0q": (["--model", "minilm", "--layer", "0", "--proj", "q", "--tokens", "8"], "linear"),
+    "l0q": (["--model", "minilm", "--layer", "0", "--proj", "q", "--tokens", "8",
+             "--lanes", str(GOLDEN_LANES)], "linear"),
     "qvl-down-mixed": (["--model", "tiny-qwen2vl", "--layer", "0", "--proj", "down",
-                        "--modality", "mixed", "--tokens", "8"], "linear"),
+                        "--modality", "mixed", "--tokens", "8", "--lanes", str(GOLDEN_LANES)],
+                       "linear"),
     "ts-attn": (["--model", str(REPO_ROOT.parent / "shared" / "models" / "tinystories-656k"),
                  "--layer", "1", "--proj", "attn", "--tokens", "16"], "attention"),
 }
@@ -95,13 +101,15 @@ def step_convert(log):
     return {"status": "converted", "out": str(out), "seconds": time.perf_counter() - t0}
 
 
-def _golden_config(gargs):
-    """The converter config (as a dict) that ``spikemllm golden GARGS`` exports with."""
+def _golden_made_with(gargs):
+    """The converter config (as a dict) and the LANES that ``spikemllm golden GARGS`` exports
+    with."""
     from spikemllm.sw import golden
 
     p = argparse.ArgumentParser()
     golden.add_arguments(p)
-    return golden._config_from_args(p.parse_args(gargs + ["--out", "-"])).to_dict()
+    args = p.parse_args(gargs + ["--out", "-"])
+    return golden._config_from_args(args).to_dict(), args.lanes
 
 
 def step_golden(root, log):
@@ -121,9 +129,12 @@ def step_golden(root, log):
             continue
         if (d / "manifest.json").exists():
             try:
-                made_with = load_golden(d).manifest["converter_config"]
-                if made_with != _golden_config(gargs):  # e.g. an older default weight quantiser
+                m = load_golden(d).manifest
+                config, lanes = _golden_made_with(gargs)
+                if m["converter_config"] != config:  # e.g. an older default weight quantiser
                     raise ValueError("exported with a different converter config")
+                if m["hardware"]["lanes"] != lanes:
+                    raise ValueError(f"exported for {m['hardware']['lanes']} lanes, not {lanes}")
                 log(f"  {name}: cached ({d.relative_to(REPO_ROOT) if d.is_relative_to(REPO_ROOT) else d})")
                 found[name] = (d, kind)
                 continue
@@ -190,18 +201,10 @@ def run(args) -> int:
         return 1
 
 
-def _fits(case, params):
-    try:
-        case.check_fits(params)
-    except ValueError:
-        return False
-    return True
-
-
 def _run(args, configs, seed, out, t_start, log):
     from . import regression as R
-    from .stimulus import (corner_engine_cases, golden_engine_cases, golden_kv_case,
-                           kv_params_for, random_engine_case, random_kv_case)
+    from .stimulus import (corner_engine_cases, golden_activity_cases, golden_engine_cases,
+                           golden_kv_case, kv_params_for, random_engine_case, random_kv_case)
 
     log("[1/5] convert MiniLM")
     convert = {"status": "skipped (--no-convert)"} if args.no_convert else step_convert(log)
@@ -213,7 +216,7 @@ def _run(args, configs, seed, out, t_start, log):
         golden[Path(extra).name] = (Path(extra), g.kind)
 
     runs, builds = [], {}
-    golden_cases, golden_kv = [], {}
+    golden_kv = {}
     for ci, name in enumerate(configs):
         params = R.hw_params(name)
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")
@@ -224,7 +227,6 @@ def _run(args, configs, seed, out, t_start, log):
         for gname, (gdir, kind) in golden.items():
             if kind == "linear":
                 cases += golden_engine_cases(gdir, params, name=gname)
-        golden_cases += cases
         cases += corner_engine_cases(params, seed=seed)
         n_rand = 1 if args.quick else 3
         cases += [random_engine_case(params, seed=seed * 100 + k, n_tokens=6,
@@ -263,12 +265,21 @@ def _run(args, configs, seed, out, t_start, log):
     # register toggle rates at the synthesis defaults, on the golden cases that fit them
     from spikemllm.hw.params import HwParams
     synth_params = HwParams()
-    fit = [c for c in golden_cases if _fits(c, synth_params)]
+    fit, fit_dirs = [], []
+    for gname, (gdir, kind) in golden.items():
+        if kind == "linear":
+            try:
+                fit += golden_activity_cases([gdir], synth_params)
+                fit_dirs.append(gdir)
+            except ValueError as e:
+                log(f"  {gname}: not used for the register activity: {e}")
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
         f"{len(fit)} golden case(s); spike_kv_cache on {len(golden_kv)} attention case(s)")
     act.update(R.register_activity(fit, synth_params, log=lambda m: log(m),
                                    kv_cases=list(golden_kv.values()),
                                    trace_dir=out / "traces"))
+    # where those cases came from, so that a sweep can measure its points on them too
+    act["golden_linear_dirs"] = [os.path.relpath(d, out) for d in fit_dirs]
     _write_json(out / "summary.json", summary)
     _write_json(out / "activity.json", act)
 

@@ -27,8 +27,8 @@ from spikemllm.sw.events import (MODALITY_VISION, accumulate_events, fire_events
                                  spikes_to_events)
 
 __all__ = ["EngineCase", "KvCase", "save_case", "load_case", "random_engine_case",
-           "corner_engine_cases", "golden_engine_cases", "random_kv_case", "golden_kv_case",
-           "kv_params_for", "token_T"]
+           "corner_engine_cases", "golden_engine_cases", "golden_activity_cases",
+           "random_kv_case", "golden_kv_case", "kv_params_for", "token_T"]
 
 
 def token_T(modality, t_text, t_vision):
@@ -360,6 +360,27 @@ def golden_engine_cases(golden_dir, params, *, max_tiles=None, name=None):
                                             for f in ("index", "sign", "t", "last_in_step",
                                                       "last_in_token", "empty", "modality")):
                 raise ValueError(f"golden {golden_dir}: expected output events disagree with the reference")
+        cases.append(case)
+    return cases
+
+
+def golden_activity_cases(golden_dirs, params):
+    """The first LANES-wide output tile of each linear golden directory, as the engine cases
+    on which activity for synthesis is measured (``spikemllm sim`` at the synthesis
+    defaults, ``spikemllm synth --sweep`` at every point).
+
+    Raises ValueError, naming the directory, when its first tile has fewer than LANES real
+    output channels (the rest would be zero weights, which toggle nothing and would flatter
+    the design) or does not fit ``params`` otherwise.
+    """
+    cases = []
+    for d in golden_dirs:
+        (case,) = golden_engine_cases(d, params, max_tiles=1)
+        if case.meta["lanes_valid"] < params.lanes:
+            raise ValueError(f"golden {d}: {case.meta['lanes_valid']} output channels, fewer "
+                             f"than LANES={params.lanes} (export it with spikemllm golden "
+                             f"--lanes {params.lanes} or more)")
+        case.check_fits(params)
         cases.append(case)
     return cases
 

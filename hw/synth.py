@@ -119,6 +119,8 @@ Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.m
   simulates that design's mapped netlist on its traces, every output checked against the
   RTL, and sets every net's measured toggle rate and duty on its pins, so the one-rate
   settings above only cover what the netlist simulation cannot (--no-net-activity: not).
+  golden_linear_dirs ["dir"] (make sim writes them): the golden cases those traces ran, which
+  --sweep runs again at every point for traces of that point's configuration.
 
 Writes --out/synth.json and --out/synth.md (atomically) plus per-target logs and netlists;
 with --sweep lanes=8,16,32 also sweep.png and one sub-report per point.
@@ -180,7 +182,14 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--clock-mhz", type=float, default=200.0,
                         help="sky130 clock for STA and power (default %(default)s MHz)")
     parser.add_argument("--sweep", default=None,
-                        help="parameter sweep, e.g. lanes=8,16,32,64 (table + sweep.png)")
+                        help="parameter sweep, e.g. lanes=8,16,32,64 (table + sweep.png). "
+                             "With an activity file from 'spikemllm sim' (golden_linear_dirs), "
+                             "every point's spike_engine, pe_array and mac_baseline run the "
+                             "same golden cases in the Amaranth simulator at that point, and "
+                             "sky130 prices each net from those traces; when a point cannot "
+                             "(more lanes than the golden vectors have, other weight widths), "
+                             "every point uses the propagated activity, and the report says "
+                             "why")
     parser.add_argument("--out", type=Path, default=Path("build/synth"),
                         help="output folder, replaced atomically (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=1,
@@ -308,6 +317,11 @@ def load_activity(path):
         raise ValueError("--activity: port_traces_by_design must map design names to lists of "
                          ".npz paths (relative to the activity file)")
     act["port_traces_by_design"] = {k: [str(p.parent / x) for x in v] for k, v in pt.items()}
+    gd = d.get("golden_linear_dirs", []) or []
+    if not isinstance(gd, list) or not all(isinstance(x, str) for x in gd):
+        raise ValueError("--activity: golden_linear_dirs must be a list of golden directories "
+                         "(relative to the activity file)")
+    act["golden_linear_dirs"] = [str(p.parent / x) for x in gd]
     act["source"] = str(d.get("source", f"activity file {p}"))
     act["from_file"] = str(p)
     act["extra"] = {k: v for k, v in d.items() if k not in DEFAULT_ACTIVITY}
@@ -1934,6 +1948,83 @@ SWEEP_METRICS = {
 }
 
 
+def _sweep_activity_cases(act, points, args):
+    """The golden cases to measure each sweep point's activity on (None: no measuring), and
+    how every point's power is priced, in words. One method for the whole table: when one
+    point cannot be measured, none is."""
+    if not act.get("port_traces_by_design"):
+        return None, "the activity settings above, the same at every point"
+    if getattr(args, "no_net_activity", False):
+        return None, "the propagated activity (--no-net-activity)"
+    why = None
+    dirs = act.get("golden_linear_dirs") or []
+    if not dirs:
+        why = ("the activity file's port traces fit one configuration, and it names no "
+               "golden cases (golden_linear_dirs) to record other points on")
+    else:
+        from spikemllm.cosim.stimulus import golden_activity_cases
+        try:
+            cases = [golden_activity_cases(dirs, p) for p in points]
+        except ValueError as e:
+            why = f"not every point can run the golden cases: {e}"
+    if why is not None:
+        args.no_net_activity = True
+        return None, f"the propagated activity at every point ({why})"
+    names = ", ".join(c.name for c in cases[0])
+    return cases, ("each net's own activity at that point: spike_engine, pe_array and "
+                   f"mac_baseline ran the golden cases {names} at the point's configuration "
+                   "in the Amaranth simulator, and their mapped netlists were simulated on "
+                   "those traces")
+
+
+#: the designs whose activity a sweep point measures again (the KV cache's trace is sized by
+#: its golden attention case, whatever the point)
+SWEEP_MEASURED = ("spike_engine", "pe_array", "mac_baseline")
+
+
+def measure_point_activity(act, params, cases, work, designs=None):
+    """``act`` with the register toggle rates, SRAM reads per cycle and port traces of
+    SWEEP_MEASURED (those in ``designs``; None: all) measured at ``params`` on ``cases``
+    (Amaranth simulator; the traces go to ``work/traces``)."""
+    from spikemllm.cosim.regression import register_activity
+
+    measured = [d for d in SWEEP_MEASURED if designs is None or d in designs]
+    if not measured:
+        return act
+    t0 = time.perf_counter()
+    _log(f"  measuring activity: {len(cases)} golden case(s) on {', '.join(measured)} "
+         "(Amaranth simulator)")
+    ra = register_activity(cases, params, log=lambda m: _log("  " + m.strip()),
+                           trace_dir=work / "traces", designs=measured)
+    out = dict(act)
+    for key in ("register_activity_by_design", "sram_reads_per_cycle_by_design"):
+        out[key] = {**act.get(key, {}), **ra[key]}
+    out["port_traces_by_design"] = {
+        **act.get("port_traces_by_design", {}),
+        **{d: [str(work / f) for f in files] for d, files in ra["port_traces_by_design"].items()}}
+    out["register_activity_source"] = ra["register_activity_source"]
+    _log(f"  measured in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def _relative_traces(act, root):
+    """``act`` with the trace paths under ``root`` relative to it (``root`` is renamed to the
+    output folder at the end)."""
+    root = Path(root)
+    rel = {d: [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else f
+               for f in files]
+           for d, files in act.get("port_traces_by_design", {}).items()}
+    return dict(act, port_traces_by_design=rel)
+
+
+def _ratio(designs, kind):
+    """The MAC lane's energy per MAC over the PE array's per SOP (``kind``: "" or
+    "_logic_only"); None without both."""
+    mac = designs.get(BASELINE, {}).get(f"energy_per_mac{kind}_pj")
+    sop = designs.get(PE_ARRAY, {}).get(f"energy_per_sop{kind}_pj")
+    return mac / sop if mac and sop else None
+
+
 def sweep_row(rep, target):
     """The sweep metrics of one point (spike_engine, else pe_array) from its report."""
     r = rep["targets"].get(target, {})
@@ -1946,7 +2037,9 @@ def sweep_row(rep, target):
                 "pe_array_energy_per_sop_pj": ds.get(PE_ARRAY, {}).get("energy_per_sop_pj"),
                 "pe_array_fmax_mhz": ds.get(PE_ARRAY, {}).get("fmax_mhz"),
                 "energy_per_mac_pj": ds.get(BASELINE, {}).get("energy_per_mac_pj"),
-                "mac_fmax_mhz": ds.get(BASELINE, {}).get("fmax_mhz")}
+                "mac_fmax_mhz": ds.get(BASELINE, {}).get("fmax_mhz"),
+                "mac_over_pe_array": _ratio(ds, ""),
+                "mac_over_pe_array_logic_only": _ratio(ds, "_logic_only")}
     if target == "generic":
         return {"transistors_logic": d.get("transistors_logic"), "cells": d.get("cells")}
     return {"lut": d.get("synth", {}).get("lut"), "fmax_mhz": d.get("fmax_mhz"),
@@ -2020,15 +2113,13 @@ def run(args) -> int:
     overrides = {k: getattr(args, k) for k in ("lanes", "w_bits", "t_max", "in_max",
                                                 "kv_depth", "heads", "head_dim", "t_kv")}
     sweep = parse_sweep(args.sweep) if args.sweep else None
-    if sweep is not None and act.get("port_traces_by_design") and \
-            not getattr(args, "no_net_activity", False):
-        # the traces fit one configuration: one method for every point of the sweep
-        args.no_net_activity = True
-        _log("sweep: every point's power from the propagated activity (the port traces fit "
-             "one configuration only)")
     base_params = make_params(overrides)
     points = [base_params] if sweep is None else \
         [make_params(dict(overrides, **{sweep[0]: v})) for v in sweep[1]]
+    point_cases, sweep_method = None, None
+    if sweep is not None:
+        point_cases, sweep_method = _sweep_activity_cases(act, points, args)
+        _log(f"sweep: {sweep_method}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -2041,13 +2132,15 @@ def run(args) -> int:
             failed_all += failed
         else:
             rows, subreports = [], {}
-            for p in points:
+            for k, p in enumerate(points):
                 v = getattr(p, sweep[0])
                 _log(f"sweep {sweep[0]}={v} ...")
                 sub = tmp / "sweep" / f"{sweep[0]}-{v}"
                 sub.mkdir(parents=True)
-                r, failed = synth_once(p, targets, explicit, args, act, sub, wanted)
-                r["activity"], r["tools"] = act, versions
+                pact = act if point_cases is None else \
+                    measure_point_activity(act, p, point_cases[k], sub, wanted)
+                r, failed = synth_once(p, targets, explicit, args, pact, sub, wanted)
+                r["activity"], r["tools"] = _relative_traces(pact, tmp), versions
                 _write_json(sub / "synth.json", r)
                 (sub / "synth.md").write_text(render_markdown(r))
                 failed_all += failed
@@ -2055,7 +2148,8 @@ def run(args) -> int:
             rep = subreports[getattr(base_params, sweep[0])] if \
                 getattr(base_params, sweep[0]) in subreports else dict(next(iter(subreports.values())))
             rep = dict(rep)
-            rep["sweep"] = {"parameter": sweep[0], "values": sweep[1], "tables": {}}
+            rep["sweep"] = {"parameter": sweep[0], "values": sweep[1], "tables": {},
+                            "activity": sweep_method}
             for t in targets:
                 rows = [dict(sweep_row(subreports[v], t), **{sweep[0]: v}) for v in sweep[1]]
                 rep["sweep"]["tables"][t] = rows
@@ -2100,6 +2194,6 @@ def _sweep_markdown(sw):
         for r in rows:
             L.append(f"| {r[sw['parameter']]} | " + " | ".join(_f(r[k], '{:.4g}') for k in keys) + " |")
         L.append("")
-    L += ["Plot: `sweep.png` (and `sweep_<target>.png`). Power at every point comes from the "
-          "propagated activity: port traces fit one configuration only.", ""]
+    L += ["Plot: `sweep.png` (and `sweep_<target>.png`). Power at every point: "
+          f"{sw.get('activity') or 'the activity settings above'}.", ""]
     return "\n".join(L)

@@ -508,8 +508,9 @@ def test_sky130_prices_power_from_every_nets_simulated_activity(tmp_path):
 
 @needs_sky130
 def test_a_sweep_prices_every_point_the_same_way(tmp_path, capsys):
-    """The port traces fit one configuration, so a sweep keeps every point on the propagated
-    activity rather than mixing two methods in one table."""
+    """Port traces of one configuration and no golden cases to record others on: a sweep
+    keeps every point on the propagated activity rather than mixing two methods in one
+    table."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
 
@@ -522,7 +523,84 @@ def test_a_sweep_prices_every_point_the_same_way(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
                   "--activity", str(f), "--sweep", "lanes=2,4", "--out", str(out)) == 0
-    assert "every point's power from the propagated activity" in capsys.readouterr().err
+    assert "the propagated activity at every point" in capsys.readouterr().err
+    assert "golden_linear_dirs" in json.loads((out / "synth.json").read_text())["sweep"][
+        "activity"]
     for lanes in (2, 4):
         sub = json.loads((out / "sweep" / f"lanes-{lanes}" / "synth.json").read_text())
         assert "net_activity" not in sub["targets"]["sky130"]["designs"]["pe_array"]
+
+
+#: a sweep's golden layer: tiny LLaMA's layer 0 q (random weights from its config), 4 lanes
+SWEEP_GOLDEN = dict(lanes=4, in_max=128, t_max=4)
+SWEEP_ARGS = ["--in-max", "128", "--t-max", "4", "--kv-depth", "4", "--heads", "1",
+              "--head-dim", "4"]
+
+
+@pytest.fixture(scope="module")
+def sweep_activity(tmp_path_factory):
+    """An activity file as make sim writes it: the PE array's port traces at 2 lanes and the
+    golden directory they ran (4 output channels)."""
+    from spikemllm.cosim.regression import register_activity
+    from spikemllm.cosim.stimulus import golden_activity_cases
+    from spikemllm.sw.golden import export_golden
+
+    root = tmp_path_factory.mktemp("sweep_activity")
+    gdir = export_golden("tiny-llama", 0, "q", root / "golden" / "tl-q", tokens=2,
+                         hw=SWEEP_GOLDEN)
+    params = HwParams(lanes=2, **{k: v for k, v in SWEEP_GOLDEN.items() if k != "lanes"},
+                      kv_depth=4, heads=1, head_dim=4)
+    ra = register_activity(golden_activity_cases([gdir], params), params, log=lambda m: None,
+                           trace_dir=root / "sim" / "traces")
+    f = root / "sim" / "activity.json"
+    f.write_text(json.dumps({**ra, "golden_linear_dirs": ["../golden/tl-q"]}))
+    return f
+
+
+@needs_sky130
+def test_a_sweep_measures_every_point_on_the_golden_cases(sweep_activity, tmp_path, capsys):
+    """Each point re-runs the golden cases at its own LANES for traces of its own netlist, so
+    every point is priced per net; the traces are kept beside each point's report."""
+    out = tmp_path / "sweep"
+    assert _synth(*SWEEP_ARGS, "--target", "sky130", "--designs", "pe_array,mac_baseline",
+                  "--clock-mhz", "100", "--activity", str(sweep_activity),
+                  "--sweep", "lanes=2,4", "--out", str(out)) == 0
+    assert "each net's own activity at that point" in capsys.readouterr().err
+    rep = json.loads((out / "synth.json").read_text())
+    assert "golden cases tl-q" in rep["sweep"]["activity"]
+    assert "each net's own activity" in (out / "synth.md").read_text()
+    power = {}
+    for lanes in (2, 4):
+        sub = json.loads((out / "sweep" / f"lanes-{lanes}" / "synth.json").read_text())
+        traces = sub["activity"]["port_traces_by_design"]
+        # only the designs synthesised are measured
+        assert not (out / "sweep" / f"lanes-{lanes}" / "traces" / "spike_engine.tl-q.npz").exists()
+        for d in ("pe_array", "mac_baseline"):
+            (f,) = traces[d]
+            assert f == f"sweep/lanes-{lanes}/traces/{d}.tl-q.npz" and (out / f).exists()
+            na = sub["targets"]["sky130"]["designs"][d]["net_activity"]
+            assert na["applied"] and na["checked_output_bits"] > 0
+            assert na["nets_annotated"] == na["nets"]
+        ds = sub["targets"]["sky130"]["designs"]
+        power[lanes] = ds["pe_array"]["power_mw"]["switching"]
+        (row,) = [r for r in rep["sweep"]["tables"]["sky130"] if r["lanes"] == lanes]
+        assert row["mac_over_pe_array"] == pytest.approx(
+            ds["mac_baseline"]["energy_per_mac_pj"] / ds["pe_array"]["energy_per_sop_pj"])
+        assert row["mac_over_pe_array_logic_only"] == pytest.approx(
+            ds["mac_baseline"]["energy_per_mac_logic_only_pj"]
+            / ds["pe_array"]["energy_per_sop_logic_only_pj"])
+    # twice the lanes, twice the adders switching on the same events
+    assert 1.4 < power[4] / power[2] < 2.6, power
+
+
+@needs_yosys
+def test_a_sweep_beyond_the_golden_lanes_says_why_it_does_not_measure(sweep_activity, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "sweep"
+    assert _synth(*SWEEP_ARGS, "--target", "generic", "--designs", "pe_array",
+                  "--activity", str(sweep_activity), "--sweep", "lanes=4,8",
+                  "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "the propagated activity at every point" in err
+    assert "4 output channels, fewer than LANES=8" in err and "--lanes 8" in err
+    assert not (out / "sweep" / "lanes-4" / "traces").exists()

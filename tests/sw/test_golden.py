@@ -483,3 +483,25 @@ def test_exported_integers_equal_the_converters_spike_linear(which, layer, proj,
     y, acc, q, s, T, bits = sl.spike_forward(x2, torch.from_numpy(cap.modality))
     assert np.array_equal(acc.numpy()[:, lanes].astype(np.int64), gv.expected_acc)
     assert np.array_equal(s.numpy(), gv.s_x) and T.tolist() == gv.T_in.tolist()
+
+
+
+def test_make_sim_exports_a_golden_set_again_when_its_lanes_change(tmp_path, monkeypatch):
+    """``make sim`` reuses a golden directory only when it was exported with today's converter
+    config and LANES; its linear sets are as wide as the documented ``synth --sweep`` (64)."""
+    from spikemllm.cosim import run as sim
+
+    linear = [gargs for gargs, kind in sim.GOLDEN_SETS.values() if kind == "linear"]
+    assert linear and all(sim._golden_made_with(g)[1] == sim.GOLDEN_LANES == 64 for g in linear)
+    gargs = ["--model", "tiny-llama", "--layer", "0", "--proj", "q", "--tokens", "2",
+             "--in-max", "128", "--lanes"]
+    monkeypatch.setattr(sim, "GOLDEN_SETS", {"tl-q": (gargs + ["4"], "linear")})
+    lines = []
+    found, _ = sim.step_golden(tmp_path, lines.append)
+    assert load_golden(found["tl-q"][0]).weights.shape == (4, 128)
+    sim.step_golden(tmp_path, lines.append)
+    assert any("tl-q: cached" in m for m in lines)
+    monkeypatch.setitem(sim.GOLDEN_SETS, "tl-q", (gargs + ["8"], "linear"))
+    found, _ = sim.step_golden(tmp_path, lines.append)
+    assert any("stale (exported for 4 lanes, not 8)" in m for m in lines)
+    assert load_golden(found["tl-q"][0]).weights.shape == (8, 128)
