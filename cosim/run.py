@@ -40,11 +40,11 @@ Environment: COCOTB_RANDOM_SEED (default 1) fixes every random pause; WAVES=1 bu
 --trace-fst and writes dump.fst next to each run (build/cosim/<config>/run-*/).
 """
 
-#: golden sets exported by step 2: name -> (spikemllm golden arguments, kind)
 #: output channels of the linear sets: every LANES up to this one can take real weights (the
 #: cosim runs them as LANES-wide tiles; ``spikemllm synth --sweep`` measures each point on them)
 GOLDEN_LANES = 64
 
+#: golden sets exported by step 2: name -> (spikemllm golden arguments, kind)
 GOLDEN_SETS = {
     "l0q": (["--model", "minilm", "--layer", "0", "--proj", "q", "--tokens", "8",
              "--lanes", str(GOLDEN_LANES)], "linear"),
