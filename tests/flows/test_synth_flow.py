@@ -539,8 +539,8 @@ SWEEP_ARGS = ["--in-max", "128", "--t-max", "4", "--kv-depth", "4", "--heads", "
 
 @pytest.fixture(scope="module")
 def sweep_activity(tmp_path_factory):
-    """An activity file as make sim writes it: the PE array's port traces at 2 lanes and the
-    golden directory they ran (4 output channels)."""
+    """An activity file as make sim writes it: spike_engine's, pe_array's and mac_baseline's
+    port traces at 2 lanes and the golden directory they ran (4 output channels)."""
     from spikemllm.cosim.regression import register_activity
     from spikemllm.cosim.stimulus import golden_activity_cases
     from spikemllm.sw.golden import export_golden
@@ -574,7 +574,8 @@ def test_a_sweep_measures_every_point_on_the_golden_cases(sweep_activity, tmp_pa
         sub = json.loads((out / "sweep" / f"lanes-{lanes}" / "synth.json").read_text())
         traces = sub["activity"]["port_traces_by_design"]
         # only the designs synthesised are measured
-        assert not (out / "sweep" / f"lanes-{lanes}" / "traces" / "spike_engine.tl-q.npz").exists()
+        assert not (out / "sweep" / f"lanes-{lanes}" / "traces" /
+                    "spike_engine.tl-q.npz").exists()
         for d in ("pe_array", "mac_baseline"):
             (f,) = traces[d]
             assert f == f"sweep/lanes-{lanes}/traces/{d}.tl-q.npz" and (out / f).exists()
