@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser):
                    help="with --read-register: rows per read bank, each with its own read "
                         "register (0: one bank; 2048 suits ECP5 DP16KD) (default %(default)s)")
     g.add_argument("--firing-parts", type=int, default=d.firing_parts,
-                   help="adders per firing remainder, 1..3: 3 suits standard cells, 1 an "
+                   help="adders per firing remainder, 1..8: 4 suits standard cells, 1 an "
                         "FPGA's carry chains (default %(default)s)")
     g.add_argument("--kv-sign-magnitude", action="store_true",
                    help="with --read-register: KV caches store magnitude planes and one sign "

@@ -525,13 +525,17 @@ class SpikeKvCache(wiring.Component):
             a_addr = a_base + a_plane
         else:
             a_addr = addr(a_head, a_slot, a_plane)
-        # address and data are don't-cares without wr_en: loaded every cycle, no enable mux
-        m.d.sync += [
-            wr_en.eq(0),
-            wr_addr.eq(a_addr),
-            wr_data.pos.eq(ap.payload.pos[a_plane]),
-            wr_data.neg.eq(ap.payload.neg[a_plane]),
-        ]
+        # address and data are don't-cares without wr_en. The fpga style loads them in every
+        # cycle (no enable mux before its block RAMs); the asic style only on an append
+        # beat, so that --clock-gating can stop their clocks while nothing is appended.
+        m.d.sync += wr_en.eq(0)
+        wr_load = [wr_addr.eq(a_addr), wr_data.pos.eq(ap.payload.pos[a_plane]),
+                   wr_data.neg.eq(ap.payload.neg[a_plane])]
+        if self.read_register:
+            m.d.sync += wr_load
+        else:
+            with m.If(ap.valid & ~a_blocked):
+                m.d.sync += wr_load
         if self.sign_magnitude:
             # the magnitude plane, and with plane 0 the vector's sign word: an element is
             # negative if any plane says so (to_bit_planes gives every plane one sign)
@@ -771,7 +775,14 @@ class SpikeKvCache(wiring.Component):
             pop_bits = d.bit_length()
             s2_rows = []
             s2 = (s2_valid, s2_first, s2_last_plane, s2_last, s2_empty, s2_key)
-            with m.If(~stall):
+            if self.read_register:
+                s2_load = s3_load_en = ~stall  # no stall: flip-flops without an enable
+            else:
+                # asic: a stage loads while a score plane enters or leaves it, so that
+                # --clock-gating stops it during reads, appends and idle (its contents are
+                # used only with its valid)
+                s2_load = ~stall & (s1_valid & s1_score | s2_valid)
+            with m.If(s2_load):
                 m.d.sync += _staged(s2, (
                     s1_valid & s1_score, s1_plane == 0, s1_last_plane, s1_last, s1_empty,
                     s1_key), "p1" if self.read_register else None)
@@ -789,7 +800,7 @@ class SpikeKvCache(wiring.Component):
                                        f"{kind}_{tq}", pop_cut)
                     for r, row in enumerate(rows):
                         reg = Signal(pop_bits, name=f"s2_{kind}_{tq}_{'xy'[r]}")
-                        with m.If(~stall):
+                        with m.If(s2_load):
                             m.d.sync += reg.eq(row)
                         s2_rows.append((reg, Tq - 1 - tq, sign))
 
@@ -810,7 +821,8 @@ class SpikeKvCache(wiring.Component):
                 term = _weighted_sum(m, s2_rows, term_bits, "term")
                 s3_term = Signal(signed(term_bits))
                 s3_load = [s3_term.eq(term)]
-            with m.If(~stall):
+                s3_load_en = ~stall & (s2_valid | s3_valid)
+            with m.If(s3_load_en):
                 if self.read_register:
                     m.d.sync += _staged((s3_valid, s3_first, s3_last_plane, s3_last, s3_empty,
                                          s3_key), s2, "p2")

@@ -89,11 +89,12 @@ class HwParams:
         (:class:`~spikemllm.hw.registered_memory.RegisteredReadMemory`); no extra cycle. The
         FPGA flow uses 2048, the depth of an ECP5 DP16KD at 9-bit width.
     firing_parts : int
-        Parts of the firing unit's per-lane remainder, each with its own adder, 1..3
-        (default 3). Split, a step is three short adders whose carries are added one step
-        later: fast in standard cells. An FPGA's carry logic is fast over the whole width,
-        and there the pending-carry resolution costs more than it saves; the FPGA
-        synthesis flow uses 1 (see :class:`~spikemllm.hw.firing.TcLifFiring`).
+        Parts of the firing unit's per-lane remainder, each with its own adder, 1..8
+        (default 4). Split, a step is short adders in parallel whose carries are added one
+        step later: fast in standard cells (each part more is one pending-carry flip-flop
+        per lane and one more part in the sign resolution). An FPGA's carry logic is fast
+        over the whole width, and there the pending-carry resolution costs more than it
+        saves; the FPGA synthesis flow uses 1 (see :class:`~spikemllm.hw.firing.TcLifFiring`).
     kv_sign_magnitude : bool
         With ``read_register``: the KV caches store each vector as ``t_kv`` magnitude planes
         and one sign word instead of ``t_kv`` positive/negative plane pairs (default False):
@@ -130,7 +131,7 @@ class HwParams:
     theta_bits: int = 24
     read_register: bool = False
     bram_rows: int = 0
-    firing_parts: int = 3
+    firing_parts: int = 4
     kv_sign_magnitude: bool = False
 
     def __post_init__(self):
@@ -152,7 +153,7 @@ class HwParams:
             _pow2_in("bram_rows", self.bram_rows, 2, 1 << 20)
             if not self.read_register:
                 raise ValueError(f"bram_rows must be 0 without read_register, not {self.bram_rows!r}")
-        _int_in("firing_parts", self.firing_parts, 1, 3)
+        _int_in("firing_parts", self.firing_parts, 1, 8)
         if not isinstance(self.kv_sign_magnitude, bool):
             raise ValueError(f"kv_sign_magnitude must be True or False, not "
                              f"{self.kv_sign_magnitude!r}")

@@ -73,7 +73,7 @@ FPGA_PARTS = {
 }
 
 #: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams)
-RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 3,
+RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 4,
                        "kv_sign_magnitude": False},
               "fpga": {"read_register": True, "bram_rows": 2048, "firing_parts": 1,
                        "kv_sign_magnitude": True}}

@@ -274,7 +274,7 @@ def test_rtl_style_per_target():
     assert S.target_params(base, "sky130") == base
     got = {t: (p.read_register, p.bram_rows, p.firing_parts, p.kv_sign_magnitude)
            for t, p in ((t, S.target_params(base, t)) for t in S.TARGETS)}
-    assert got == {"generic": (False, 0, 3, False), "sky130": (False, 0, 3, False),
+    assert got == {"generic": (False, 0, 4, False), "sky130": (False, 0, 4, False),
                    "ice40": (True, 2048, 1, True), "ecp5": (True, 2048, 1, True)}
     assert all(S.target_params(base, t, "fpga").read_register for t in S.TARGETS)
     assert not any(S.target_params(base, t, "asic").read_register for t in S.TARGETS)

@@ -108,7 +108,7 @@ def test_throughput_sustained_and_counters(rr, latency):
     rng = np.random.default_rng(6)
     p = HwParams(lanes=4, w_bits=4, t_max=2, in_max=32, frac_bits=4, theta_bits=16,
                  kv_depth=4, heads=1, head_dim=4, read_register=rr, bram_rows=8 * rr,
-                 firing_parts=3 - 2 * rr)
+                 firing_parts=4 - 3 * rr)
     w, ev, mod = case(rng, 8, 2, 2, density=0.8, p=p)
     acc_ref = E.accumulate_events(ev, w)
     theta = 16 * 40  # step 40: few spikes, so each token's output is at most 8 events

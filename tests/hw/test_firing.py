@@ -79,8 +79,11 @@ def test_extremes():
     dict(),                                                                 # the defaults
     dict(firing_parts=1),                                  # one adder (the FPGA flow's)
     dict(firing_parts=2),
+    dict(firing_parts=3),
+    dict(firing_parts=6),
     dict(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16, firing_parts=1),
-], ids=["t_max1", "f0", "default", "one_part", "two_parts", "small_one_part"])
+], ids=["t_max1", "f0", "default", "one_part", "two_parts", "three_parts", "six_parts",
+         "small_one_part"])
 def test_other_params(kw):
     """Other widths and part counts (and so other splits of the remainder into parts), with
     the largest |acc| of both signs and theta = 1, max and random."""
@@ -197,7 +200,8 @@ def test_bad_params():
         gc.collect()
 
 
-@pytest.mark.parametrize("parts, widths", [(3, [7, 7, 7]), (2, [11, 10]), (1, [21])])
+@pytest.mark.parametrize("parts, widths", [(4, [6, 5, 5, 5]), (3, [7, 7, 7]), (2, [11, 10]),
+                                           (1, [21])])
 def test_remainder_parts_follow_firing_parts(parts, widths):
     """firing_parts sets how the remainder is split: one part is a single adder."""
     p = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16,

@@ -178,22 +178,38 @@ def test_a_trace_of_another_configuration_is_refused(tmp_path):
         nl.simulate(other)
 
 
+def _gated_and_free_running(mod, names):
+    """{register name: (flip-flops behind a clock gate, flip-flops on the main clock)}."""
+    gclk = {c["connections"]["GCLK"][0] for c in mod["cells"].values()
+            if c["type"] == S.ICG_CELL[0]}
+    clock_of = {c["connections"]["Q"][0]: c["connections"]["C"][0] for c in mod["cells"].values()
+                if "C" in c["connections"] and "Q" in c["connections"]}
+    out = {}
+    for name in names:
+        bits = [b for b in mod["netnames"][name]["bits"] if b in clock_of]
+        gated = sum(clock_of[b] in gclk for b in bits)
+        out[name] = (gated, len(bits) - gated)
+    return out
+
+
 @needs_yosys
-def test_the_k_caches_query_register_goes_behind_clock_gates(tmp_path):
-    """In the asic style the query register is written under one enable Yosys sees (load |
-    clear), so every one of its flip-flops is clocked by a gate's GCLK, not the main clock."""
+def test_the_k_caches_idle_registers_go_behind_clock_gates(tmp_path):
+    """In the asic style the K cache's registers that an idle cache need not clock have an
+    enable Yosys sees: the query register (load | clear), the write port's address and data
+    (an append beat) and the score pipeline's stages (a score plane in them). Every one of
+    their flip-flops is clocked by a gate's GCLK, not the main clock."""
     from spikemllm.hw.kv_cache import kv_cache_from_params
 
     dut = kv_cache_from_params(TINY)
     gated_netlist(tmp_path, dut, "kv")
     mod = json.loads((tmp_path / "kv.gated.json").read_text())["modules"]["kv"]
-    gclk = {c["connections"]["GCLK"][0] for c in mod["cells"].values()
-            if c["type"] == S.ICG_CELL[0]}
-    query = {b for n, w in mod["netnames"].items() if n in ("q_pos", "q_neg") for b in w["bits"]}
-    clocks = [c["connections"]["C"][0] for c in mod["cells"].values()
-              if "C" in c["connections"] and c["connections"].get("Q", [None])[0] in query]
-    assert len(clocks) == len(query) == 2 * dut.head_dim * dut.t_q
-    assert all(c in gclk for c in clocks)
+    stages = sorted(n for n in mod["netnames"] if n.startswith(("s2_agree", "s2_oppose")))
+    names = ["q_pos", "q_neg", "wr_data", "wr_addr", "s2_key", "s3_key", "s3_term", *stages]
+    split = _gated_and_free_running(mod, names)
+    assert sum(split["q_pos"]) + sum(split["q_neg"]) == 2 * dut.head_dim * dut.t_q
+    assert sum(split["wr_data"]) == 2 * dut.head_dim and len(stages) == 4 * dut.t_q
+    assert all(n > 0 for n, _ in split.values()), split
+    assert not any(free for _, free in split.values()), split
 
 
 @needs_yosys

@@ -39,7 +39,7 @@ def test_t_kv_default_follows_t_max():
     ({"lanes": 8.0}, "lanes must be an integer"),
     ({"lanes": True}, "lanes must be an integer"),
     ({"read_register": 1}, "read_register must be True or False, not 1"),
-    ({"firing_parts": 4}, "firing_parts must be in 1..3, not 4"),
+    ({"firing_parts": 9}, "firing_parts must be in 1..8, not 9"),
     ({"read_register": True, "bram_rows": 1000}, "bram_rows must be a power of two"),
     ({"bram_rows": 2048}, "bram_rows must be 0 without read_register, not 2048"),
     ({"read_register": True, "kv_sign_magnitude": 1}, "kv_sign_magnitude must be True or False"),
