@@ -1554,8 +1554,9 @@ def add_arguments(p):
     p.add_argument("--memory", default="lpddr5", choices=sorted(mm.DRAM),
                    help="DRAM preset (default lpddr5)")
     p.add_argument("--convert-report", action="append", metavar="PATH",
-                   help="converter report.json (repeatable); default: every BUILD/*/report.json "
-                        "holding layers[*].firing_rate")
+                   help="converter report.json, or the `spikemllm convert --out` folder that "
+                        "holds it (repeatable); default: every BUILD/*/report.json holding "
+                        "layers[*].firing_rate")
     p.add_argument("--synth", metavar="PATH", help="synth.json (default BUILD/synth/synth.json)")
     p.add_argument("--sim-summary", metavar="PATH",
                    help="cosim summary.json (default BUILD/sim/summary.json)")
@@ -1610,10 +1611,17 @@ def gather_inputs(args):
     wl = WORKLOADS[args.workload]
     build = Path(args.build_dir)
     if args.convert_report:
+        paths = []
         for p in args.convert_report:
             if not os.path.exists(p):
                 raise ValueError(f"--convert-report {p}: no such file")
-        stats = parse_converter_reports(args.convert_report, args.t_text, args.t_vision)
+            if os.path.isdir(p):  # a `spikemllm convert --out` folder: its report.json
+                if not os.path.isfile(os.path.join(p, "report.json")):
+                    raise ValueError(f"--convert-report {p}: a folder without report.json "
+                                     "(pass a converter report.json or its --out folder)")
+                p = os.path.join(p, "report.json")
+            paths.append(p)
+        stats = parse_converter_reports(paths, args.t_text, args.t_vision)
     else:
         cands = sorted({p for g in wl["report_globs"] for p in glob.glob(str(build / g))})
         good = []

@@ -164,6 +164,24 @@ def test_bad_input_is_one_clean_error_and_writes_nothing(tmp_path, capsys, extra
     assert not out.exists()
 
 
+def test_a_convert_out_folder_stands_for_its_report(tmp_path, capsys):
+    """--convert-report takes the folder `spikemllm convert --out` wrote (its report.json);
+    a folder without one is a clean error naming it."""
+    conv = tmp_path / "minilm_w4"
+    conv.mkdir()
+    (conv / "report.json").write_text(json.dumps({"model": "minilm", "layers": [
+        {"name": "encoder.layer.0.intermediate.dense", "firing_rate": 0.07, "T": 4}]}))
+    rc, out = run_report(tmp_path, "--convert-report", str(conv), workload="minilm")
+    assert rc == 0
+    rates = json.loads((out / "report.json").read_text())["inputs"]["firing_rates"]
+    assert rates["provenance"] == "measured here" and rates["mean"] == pytest.approx(0.07)
+    empty = tmp_path / "no_report"
+    empty.mkdir()
+    rc, out2 = run_report(tmp_path / "x", "--convert-report", str(empty), workload="minilm")
+    assert rc == 2 and not out2.exists()
+    assert f"--convert-report {empty}: a folder without report.json" in capsys.readouterr().err
+
+
 def test_score_unit_sensitivity_row(tmp_path):
     """A synth.json with the K cache's energy per score gives a sensitivity row that prices
     the spike design's Q.K^T on it: dearer per element than the MAC, fewer tokens per joule."""
