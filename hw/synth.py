@@ -22,6 +22,7 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from spikemllm.fsutil import replace_dir
+from .params import HwParams
 from .sram_model import SKY130_OPENRAM, SramMacro, sram_area_um2, sram_power_mw
 from .sta_power_check import check_internal_power, correct_power_groups
 from .tools import REPO_ROOT, find_tool, resolve_liberty, unpack_liberty
@@ -72,11 +73,12 @@ FPGA_PARTS = {
              "lut": 83640, "ff": 83640, "bram": 208, "dsp": 156, "freq_mhz": 100.0},
 }
 
-#: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams)
-RTL_STYLES = {"asic": {"read_register": False, "bram_rows": 0, "firing_parts": 4,
-                       "kv_sign_magnitude": False},
-              "fpga": {"read_register": True, "bram_rows": 2048, "firing_parts": 1,
-                       "kv_sign_magnitude": True}}
+#: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams): fpga's values,
+#: and asic's, which are HwParams's defaults
+_FPGA_STYLE = {"read_register": True, "bram_rows": 2048, "firing_parts": 1,
+               "kv_sign_magnitude": True}
+RTL_STYLES = {"asic": {f.name: f.default for f in dc_fields(HwParams) if f.name in _FPGA_STYLE},
+              "fpga": _FPGA_STYLE}
 
 DESCRIPTION = """\
 Synthesise the accelerator tops (spike_engine, spike_kv_cache), the PE array alone
@@ -539,19 +541,8 @@ def energy_per_op_pj(power_mw, ops_per_cycle, lanes, f_mhz):
 # designs
 
 
-def _params_class():
-    try:
-        from .params import HwParams
-    except ImportError:
-        return None
-    return HwParams
-
-
 def make_params(overrides):
     """HwParams with ``overrides`` (None values ignored); ValueError names the bad field."""
-    HwParams = _params_class()
-    if HwParams is None:
-        raise ValueError("hw/params.py (HwParams) is not available in this version")
     names = {f.name for f in dc_fields(HwParams)}
     kw = {k: v for k, v in overrides.items() if v is not None and k in names}
     return HwParams(**kw)
