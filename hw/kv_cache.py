@@ -775,13 +775,10 @@ class SpikeKvCache(wiring.Component):
             pop_bits = d.bit_length()
             s2_rows = []
             s2 = (s2_valid, s2_first, s2_last_plane, s2_last, s2_empty, s2_key)
-            if self.read_register:
-                s2_load = s3_load_en = ~stall  # no stall: flip-flops without an enable
-            else:
-                # asic: a stage loads while a score plane enters or leaves it, so that
-                # --clock-gating stops it during reads, appends and idle (its contents are
-                # used only with its valid)
-                s2_load = ~stall & (s1_valid & s1_score | s2_valid)
+            # asic: a stage loads while a score plane enters or leaves it, so that
+            # --clock-gating stops it during reads, appends and idle (its contents are used
+            # only with its valid); fpga: no stall, flip-flops without an enable
+            s2_load = ~stall if self.read_register else ~stall & (s1_valid & s1_score | s2_valid)
             with m.If(s2_load):
                 m.d.sync += _staged(s2, (
                     s1_valid & s1_score, s1_plane == 0, s1_last_plane, s1_last, s1_empty,
@@ -821,7 +818,7 @@ class SpikeKvCache(wiring.Component):
                 term = _weighted_sum(m, s2_rows, term_bits, "term")
                 s3_term = Signal(signed(term_bits))
                 s3_load = [s3_term.eq(term)]
-                s3_load_en = ~stall & (s2_valid | s3_valid)
+            s3_load_en = ~stall if self.read_register else ~stall & (s2_valid | s3_valid)
             with m.If(s3_load_en):
                 if self.read_register:
                     m.d.sync += _staged((s3_valid, s3_first, s3_last_plane, s3_last, s3_empty,
