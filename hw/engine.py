@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 from .firing import TcLifFiring
 from .params import HwParams
 from .pe_array import TernaryAccumulatorArray
+from .split_accumulator import split_counter
 from .streams import acc_vector_layout, event_layout, weight_write_layout
 
 __all__ = ["SpikeEngine", "Register", "REGISTERS", "REG", "ENGINE_ID", "CFG_ADDR_BITS",
@@ -20,6 +21,8 @@ ENGINE_ID = 0x53504B45  # "SPKE"
 CFG_ADDR_BITS = 8
 CFG_DATA_BITS = 32
 COUNTER_BITS = 32
+#: the asic style's counters keep their low bits in a register of their own
+COUNTER_LOW_BITS = 4
 
 
 @dataclass(frozen=True)
@@ -208,9 +211,6 @@ class SpikeEngine(wiring.Component):
         index_error = Signal()
 
         # ---- performance counters -----------------------------------------------------
-        counters = {name: Signal(COUNTER_BITS, name=name.lower())
-                    for name in ("CYCLES_BUSY", "EVENTS_IN", "EVENTS_OUT", "STALL_CYCLES",
-                                 "TOKENS", "OUT_STALL_CYCLES")}
         counter_clear = Signal()
 
         # ---- data path ----------------------------------------------------------------
@@ -289,19 +289,18 @@ class SpikeEngine(wiring.Component):
             self.error.eq(cfg_error | index_error | kv_error),
         ]
 
-        def count(name, cond):
-            c = counters[name]
-            with m.If(counter_clear):
-                m.d.sync += c.eq(0)
-            with m.Elif(cond & (c != (1 << COUNTER_BITS) - 1)):
-                m.d.sync += c.eq(c + 1)
-
-        count("CYCLES_BUSY", busy)
-        count("EVENTS_IN", accept_in)
-        count("EVENTS_OUT", self.o_stream.valid & self.o_stream.ready)
-        count("STALL_CYCLES", self.i_stream.valid & ~self.i_stream.ready)
-        count("TOKENS", pe.o_stream.valid & pe.o_stream.ready)
-        count("OUT_STALL_CYCLES", self.o_stream.valid & ~self.o_stream.ready)
+        # asic style: busy counters' upper bits behind a clock gate (split_counter)
+        counter_low_bits = COUNTER_BITS if p.read_register else COUNTER_LOW_BITS
+        counters = {
+            name: split_counter(m, name=name.lower(), bits=COUNTER_BITS,
+                                low_bits=counter_low_bits, inc=inc, clear=counter_clear)
+            for name, inc in (
+                ("CYCLES_BUSY", busy),
+                ("EVENTS_IN", accept_in),
+                ("EVENTS_OUT", self.o_stream.valid & self.o_stream.ready),
+                ("STALL_CYCLES", self.i_stream.valid & ~self.i_stream.ready),
+                ("TOKENS", pe.o_stream.valid & pe.o_stream.ready),
+                ("OUT_STALL_CYCLES", self.o_stream.valid & ~self.o_stream.ready))}
 
         # ---- register port ------------------------------------------------------------
         d = self.cfg_data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -283,7 +283,8 @@ class TcLifFiring(wiring.Component):
         m.d.sync += f_count.eq(f_count + g_step - f_pop)
 
         # ---- load a vector. Everything below is computed unconditionally, so that
-        # i_stream.valid only drives the register enables (it has a large fan-out).
+        # i_stream.valid only drives the register enables (it has a large fan-out) and, in
+        # the asic style, the operand isolation of the accumulators.
         i = self.i_stream
         m.d.comb += i.ready.eq(~g_busy | (g_step & g_last))
         T_sel = Signal(p.tcount_bits)
@@ -299,10 +300,20 @@ class TcLifFiring(wiring.Component):
         m.d.comb += half.eq(self.theta >> 1)
         half_x = Cat(half, Const(0, max(0, r_bits - len(half))))
         ld_neg = Signal(lanes)
+        self._load_operands = []  # the isolated accumulators (asic style), for a test only
         ld_part = [[None] * len(bounds) for _ in range(lanes)]
         ld_cy = [[None] * len(bounds) for _ in range(lanes)]
         for n in range(lanes):
-            v = i.payload.acc[n]
+            if p.read_register:
+                v = i.payload.acc[n]
+            else:
+                # The asic PE array offers its accumulators themselves, which change at every
+                # event: zero them while no vector is offered, so that the load adders below
+                # stay still between tokens (operand isolation). The fpga PE array has an
+                # output register.
+                v = Signal(signed(p.acc_bits), name=f"v{n}")
+                m.d.comb += v.eq(Mux(i.valid, i.payload.acc[n], 0))
+                self._load_operands.append(v)
             m.d.comb += ld_neg[n].eq(v < 0)
             # u = |v| << F + half = (w << F) + half + (neg << F), w = |v| - neg = v ^ neg:
             # no negation; each part of r is one adder (neg is the carry-in at bit F)

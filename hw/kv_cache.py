@@ -619,24 +619,32 @@ class SpikeKvCache(wiring.Component):
                 with m.If(q_done):
                     m.d.sync += [q_pos.eq(0), q_neg.eq(0)]  # a query accepted now overrides this
 
-        with m.If(can_accept & rq.valid):
+        # The key registers take a read's key, a query's first key, or the next key. The
+        # fpga style writes them in the acceptance and the issue below (set_key), the asic
+        # style in one If chain of their own, after both: two chains leave Yosys no enable.
+        def set_key(reg, value):
+            return [reg.eq(value)] if self.read_register else []
+
+        accept_read = can_accept & rq.valid
+        with m.If(accept_read):
             m.d.sync += [
-                busy.eq(1), w_score.eq(0), w_plane.eq(0), w_left.eq(1),
-                w_key.eq(r_token), w_in_range.eq(r_in_range), w_empty.eq(0),
+                busy.eq(1), w_score.eq(0), w_plane.eq(0), *set_key(w_left, 1),
+                *set_key(w_key, r_token), w_in_range.eq(r_in_range), w_empty.eq(0),
                 # an out-of-range request reads a harmless in-range address, masked later
                 w_head.eq(Mux(r_in_range, r_head, 0)),
-                w_slot.eq(Mux(r_in_range, r_slot, 0)),
+                *set_key(w_slot, Mux(r_in_range, r_slot, 0)),
             ]
         if S:
             q_head = qs.payload.head
             q_head_ok = q_head < H
             q_n = Mux(q_head_ok, counts[q_head], 0)
-            with m.Elif(q_ok & qs.valid):
+            accept_query = q_ok & qs.valid
+            with m.Elif(accept_query):
                 m.d.sync += [
-                    busy.eq(1), w_score.eq(1), w_plane.eq(0), w_left.eq(q_n),
-                    w_key.eq(0), w_in_range.eq(1), w_empty.eq(q_n == 0),
+                    busy.eq(1), w_score.eq(1), w_plane.eq(0), *set_key(w_left, q_n),
+                    *set_key(w_key, 0), w_in_range.eq(1), w_empty.eq(q_n == 0),
                     w_head.eq(Mux(q_head_ok, q_head, 0)),
-                    w_slot.eq(Mux(q_head_ok, base(q_head), 0)),
+                    *set_key(w_slot, Mux(q_head_ok, base(q_head), 0)),
                 ]
                 if self.read_register:
                     # an empty head's walk keeps the zero query: its popcounts (and term) are 0
@@ -730,8 +738,8 @@ class SpikeKvCache(wiring.Component):
                 if self.sign_magnitude:
                     m.d.sync += s_addr.eq(w_head * D + w_slot)
             with m.If(last_plane):
-                m.d.sync += [w_plane.eq(0), w_key.eq(w_key + 1), w_slot.eq(wrap(w_slot)),
-                             w_left.eq(w_left - 1)]
+                m.d.sync += [w_plane.eq(0), *set_key(w_key, w_key + 1),
+                             *set_key(w_slot, wrap(w_slot)), *set_key(w_left, w_left - 1)]
                 with m.If(last_key):
                     m.d.sync += busy.eq(0)
             with m.Else():
@@ -747,6 +755,17 @@ class SpikeKvCache(wiring.Component):
                 # a read beat taken while a score stall freezes the pipeline leaves a bubble
                 # (the walker has already moved past it)
                 m.d.sync += s1_valid.eq(0)
+            # the key registers in one chain (see set_key; a walk never issues while accepting)
+            with m.If(accept_read):
+                m.d.sync += [w_left.eq(1), w_key.eq(r_token),
+                             w_slot.eq(Mux(r_in_range, r_slot, 0))]
+            if S:
+                with m.Elif(accept_query):
+                    m.d.sync += [w_left.eq(q_n), w_key.eq(0),
+                                 w_slot.eq(Mux(q_head_ok, base(q_head), 0))]
+            with m.Elif(issue & last_plane):
+                m.d.sync += [w_left.eq(w_left - 1), w_key.eq(w_key + 1),
+                             w_slot.eq(wrap(w_slot))]
 
         # ---- stage 1: memory word -> read beat, or -> popcounts per query plane ------------
         beat = Signal(self.read_data_layout)

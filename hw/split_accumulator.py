@@ -1,10 +1,11 @@
-"""An accumulator register split in two, so that a clock gate can stop its upper bits."""
+"""Accumulator and counter registers split in two, so that a clock gate can stop their upper
+bits."""
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 
-__all__ = ["split_accumulator"]
+__all__ = ["split_accumulator", "split_counter"]
 
 
 def split_accumulator(m, *, name, bits, low_bits, operand, load, load_value, double=None):
@@ -59,3 +60,34 @@ def split_accumulator(m, *, name, bits, low_bits, operand, load, load_value, dou
     with m.If(load | double | (carry != negative)):
         m.d.sync += hi.eq(Mux(double, Cat(s_lo[-1], s_hi[:-1]), s_hi))
     return Cat(lo, hi).as_signed()
+
+
+def split_counter(m, *, name, bits, low_bits, inc, clear):
+    """Build a saturating ``bits``-bit counter: 0 when ``clear``, else ``+1`` when ``inc`` and
+    it is below ``2**bits - 1``; as two registers, the low ``low_bits`` bits and the upper
+    bits, which load only when the low bits carry.
+
+    Both registers load only in the cycles they change, so behind a clock gate the upper
+    bits of a counter that counts in every cycle are clocked at one edge in
+    ``2**low_bits``. ``low_bits`` is 1..``bits``; ``bits`` gives one register, unsplit.
+    ``m`` is the :class:`~amaranth.hdl.Module` (``sync`` domain, reset to 0); ``inc`` and
+    ``clear`` are 1-bit. Returns the count, an unsigned ``bits``-bit value.
+    """
+    if not isinstance(bits, int) or bits < 1:
+        raise ValueError(f"bits must be a positive integer, not {bits!r}")
+    if not isinstance(low_bits, int) or not 1 <= low_bits <= bits:
+        raise ValueError(f"low_bits must be an integer in 1..{bits}, not {low_bits!r}")
+    if low_bits == bits:
+        count = lo = Signal(bits, name=name)
+    else:
+        lo = Signal(low_bits, name=f"{name}_lo")
+        hi = Signal(bits - low_bits, name=f"{name}_hi")
+        count = Cat(lo, hi)
+    with m.If(clear):
+        m.d.sync += count.eq(0)
+    with m.Elif(inc & (count != (1 << bits) - 1)):
+        m.d.sync += lo.eq(lo + 1)
+        if low_bits < bits:
+            with m.If(lo.all()):
+                m.d.sync += hi.eq(hi + 1)
+    return count

@@ -178,12 +178,17 @@ def test_a_trace_of_another_configuration_is_refused(tmp_path):
         nl.simulate(other)
 
 
+def _clock_of(mod):
+    """{flip-flop output bit: its clock bit} of a gated netlist's module."""
+    return {c["connections"]["Q"][0]: c["connections"]["C"][0] for c in mod["cells"].values()
+            if {"C", "Q"} <= set(c["connections"])}
+
+
 def _gated_and_free_running(mod, names):
     """{register name: (flip-flops behind a clock gate, flip-flops on the main clock)}."""
     gclk = {c["connections"]["GCLK"][0] for c in mod["cells"].values()
             if c["type"] == S.ICG_CELL[0]}
-    clock_of = {c["connections"]["Q"][0]: c["connections"]["C"][0] for c in mod["cells"].values()
-                if "C" in c["connections"] and "Q" in c["connections"]}
+    clock_of = _clock_of(mod)
     out = {}
     for name in names:
         bits = [b for b in mod["netnames"][name]["bits"] if b in clock_of]
@@ -196,20 +201,42 @@ def _gated_and_free_running(mod, names):
 def test_the_k_caches_idle_registers_go_behind_clock_gates(tmp_path):
     """In the asic style the K cache's registers that an idle cache need not clock have an
     enable Yosys sees: the query register (load | clear), the write port's address and data
-    (an append beat) and the score pipeline's stages (a score plane in them). Every one of
-    their flip-flops is clocked by a gate's GCLK, not the main clock."""
+    (an append beat), the score pipeline's stages (a score plane in them) and the walker's
+    key registers (an acceptance or a key's last plane). Every one of their flip-flops is
+    clocked by a gate's GCLK, not the main clock."""
     from spikemllm.hw.kv_cache import kv_cache_from_params
 
     dut = kv_cache_from_params(TINY)
     gated_netlist(tmp_path, dut, "kv")
     mod = json.loads((tmp_path / "kv.gated.json").read_text())["modules"]["kv"]
     stages = sorted(n for n in mod["netnames"] if n.startswith(("s2_agree", "s2_oppose")))
-    names = ["q_pos", "q_neg", "wr_data", "wr_addr", "s2_key", "s3_key", "s3_term", *stages]
+    names = ["q_pos", "q_neg", "wr_data", "wr_addr", "s2_key", "s3_key", "s3_term", *stages,
+             "w_left", "w_key", "w_slot"]
     split = _gated_and_free_running(mod, names)
     assert sum(split["q_pos"]) + sum(split["q_neg"]) == 2 * dut.head_dim * dut.t_q
     assert sum(split["wr_data"]) == 2 * dut.head_dim and len(stages) == 4 * dut.t_q
     assert all(n > 0 for n, _ in split.values()), split
     assert not any(free for _, free in split.values()), split
+
+
+@needs_yosys
+def test_the_engines_counters_upper_bits_go_behind_clock_gates(tmp_path):
+    """In the asic style every performance counter is split (split_counter): its low bits and
+    its upper bits each have an enable Yosys sees, so none of a counter's flip-flops is on
+    the main clock, and a busy counter's upper bits are clocked only on the low bits' carry."""
+    from spikemllm.hw.engine import COUNTER_BITS, COUNTER_LOW_BITS, SpikeEngine
+
+    gated_netlist(tmp_path, SpikeEngine(params=TINY), "engine")
+    mod = json.loads((tmp_path / "engine.gated.json").read_text())["modules"]["engine"]
+    names = [f"{c}_{part}" for c in ("cycles_busy", "events_in", "tokens")
+             for part in ("lo", "hi")]
+    split = _gated_and_free_running(mod, names)
+    assert split["cycles_busy_hi"] == (COUNTER_BITS - COUNTER_LOW_BITS, 0), split
+    assert all(gated > 0 and free == 0 for gated, free in split.values()), split
+    clock_of = _clock_of(mod)
+    clocks = {n: {clock_of[b] for b in mod["netnames"][n]["bits"] if b in clock_of}
+              for n in ("cycles_busy_lo", "cycles_busy_hi")}
+    assert clocks["cycles_busy_lo"].isdisjoint(clocks["cycles_busy_hi"]), clocks
 
 
 @needs_yosys

@@ -1,4 +1,4 @@
-"""The split accumulator (hw/split_accumulator.py) against one plain two's complement register."""
+"""The split accumulator and counter (hw/split_accumulator.py) against one plain register."""
 
 import random
 
@@ -8,7 +8,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from spikemllm.hw.split_accumulator import split_accumulator
+from spikemllm.hw.split_accumulator import split_accumulator, split_counter
 
 
 class SplitAccumulatorHarness(wiring.Component):
@@ -107,3 +107,55 @@ def test_an_unsigned_operand_is_refused():
     with pytest.raises(ValueError, match="operand must be signed"):
         split_accumulator(unused_module(), name="a", bits=12, low_bits=8, operand=Signal(4),
                           load=Signal(), load_value=Signal(signed(4)))
+
+
+class SplitCounterHarness(wiring.Component):
+    """``split_counter`` with its inputs and its count as ports."""
+
+    def __init__(self, *, bits, low_bits):
+        self.bits, self.low_bits = bits, low_bits
+        super().__init__({"inc": In(1), "clear": In(1), "count": Out(bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.count.eq(split_counter(m, name="n", bits=self.bits,
+                                                low_bits=self.low_bits, inc=self.inc,
+                                                clear=self.clear))
+        return m
+
+
+@pytest.mark.parametrize("bits,low_bits", [(7, 3), (7, 1), (6, 6)])
+def test_the_split_counter_counts_saturates_and_clears(bits, low_bits):
+    """Against a plain saturating counter, through carries out of the low bits, a run long
+    enough to saturate (and stay there), and clears (which win over a count)."""
+    rng = random.Random(bits * 10 + low_bits)
+    top = (1 << bits) - 1
+    steps = [(int(rng.random() < 0.9), int(i in (40, 41, 700))) for i in range(900)]
+    dut = SplitCounterHarness(bits=bits, low_bits=low_bits)
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def bench(ctx):
+        for inc, clear in steps:
+            ctx.set(dut.inc, inc)
+            ctx.set(dut.clear, clear)
+            await ctx.tick()
+            got.append(ctx.get(dut.count))
+    sim.add_testbench(bench)
+    sim.run()
+    n, want = 0, []
+    for inc, clear in steps:
+        n = 0 if clear else min(n + inc, top)
+        want.append(n)
+    assert want.count(top) > 10 and got == want
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(bits=0, low_bits=1), "bits must be a positive integer"),
+    (dict(bits=8, low_bits=0), r"low_bits must be an integer in 1\.\.8, not 0"),
+    (dict(bits=8, low_bits=9), r"low_bits must be an integer in 1\.\.8, not 9"),
+])
+def test_bad_counter_parameters_are_refused_naming_the_field(kw, match):
+    with pytest.raises(ValueError, match=match):
+        split_counter(unused_module(), name="n", inc=Signal(), clear=Signal(), **kw)
