@@ -9,6 +9,7 @@ text). See docs/synthesis.md for what each number means.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -396,6 +397,7 @@ _ARRIVAL_RE = re.compile(r"^\s*(-?[\d.]+)\s+data arrival time", re.M)
 _REQUIRED_RE = re.compile(r"^\s*(-?[\d.]+)\s+data required time", re.M)
 _POINT_RE = re.compile(r"^(Startpoint|Endpoint): (\S+)(?: \((.*)\))?", re.M)
 _ANNOTATED_RE = re.compile(r"^net activity: (\d+) of (\d+) nets", re.M)
+_PINS_RE = re.compile(r"^pin activity: (\d+) of (\d+) pins", re.M)
 _POWER_RE = re.compile(r"^(Sequential|Combinational|Macro|Pad|Total)\s+"
                        r"([-\d.eE+]+)\s+([-\d.eE+]+)\s+([-\d.eE+]+)\s+([-\d.eE+]+)", re.M)
 
@@ -430,6 +432,9 @@ def parse_sta_report(text):
     m = _ANNOTATED_RE.search(text)
     if m:
         out["nets_annotated"], out["nets"] = int(m.group(1)), int(m.group(2))
+    m = _PINS_RE.search(text)
+    if m:
+        out["pins_annotated"] = int(m.group(1))
     return out
 
 
@@ -830,6 +835,17 @@ _ANNOTATE_PROC = """proc spk_annotate {path} {
     }
   }
   return $n
+}
+proc spk_annotate_pins {path} {
+  set f [open $path]
+  set data [read $f]
+  close $f
+  set n 0
+  foreach {pin a d} $data {
+    set p [get_pins -quiet $pin]
+    if {[llength $p]} { sta::set_power_pin_activity $p $a $d; incr n }
+  }
+  return $n
 }"""
 
 
@@ -838,9 +854,13 @@ def sta_script(top, lib, period_ns, act, gated_clocks=None, net_activity=False):
     a clock on each gate's output after the timing report, so that the flip-flops behind it
     are priced at its enable's duty (OpenSTA 2.0.17 would carry the main clock through).
     With ``net_activity`` every pin of each net in ``<top>.net_activity.txt``
-    (:func:`measure_net_activity`) gets that net's activity and duty: OpenSTA 2.0.17 does not
-    propagate a pin's activity, so every pin of the net is set, and the script prints how
-    many nets it annotated."""
+    (:func:`measure_net_activity`) gets that net's activity and duty, then each input pin in
+    ``<top>.pin_activity.txt`` its own value (:func:`input_pin_activity`), and the script
+    prints how many nets and pins it annotated. Before ``report_power`` OpenSTA 2.0.17
+    propagates activity through the combinational fan-out of the input ports, whatever is
+    set there: each such cell's output from its input pins, each load from its driver. The
+    rest keeps the values set, and so do the input pins where a register's cone enters a
+    port's (docs/synthesis.md)."""
     lines = [f"read_liberty {lib}", "read_liberty sram_stub.liberty",
              f"read_verilog {top}.netlist.v", f"link_design {top}",
              f"create_clock -name clk -period {period_ns:.4f} [get_ports clk]",
@@ -879,7 +899,10 @@ def sta_script(top, lib, period_ns, act, gated_clocks=None, net_activity=False):
     if net_activity:
         lines += [_ANNOTATE_PROC,
                   f'puts "net activity: [spk_annotate {top}.net_activity.txt] of '
-                  '[llength [get_nets *]] nets"']
+                  '[llength [get_nets *]] nets"',
+                  f'set spk_pins [expr {{[file exists {top}.pin_activity.txt] ? '
+                  f'[spk_annotate_pins {top}.pin_activity.txt] : 0}}]',
+                  f'puts "pin activity: $spk_pins of [llength [get_pins *]] pins"']
     lines += ["report_power -digits 6",
               # every cell's power, summed per block by parse_instance_power
               f"report_power -instances [get_cells *] -digits 6 > {top}.power_by_instance.txt",
@@ -1010,12 +1033,82 @@ def net_bit_names(name, msb, lsb, width):
     return [f"{name}[{lsb + step * i}]" for i in range(width)]
 
 
+_LIB_TOKEN_RE = re.compile(r'(\w+)\s*\(([^)]*)\)\s*\{|(\})|\bdirection\s*:\s*"?(\w+)')
+
+
+@functools.lru_cache(maxsize=4)
+def _liberty_output_pins_cached(path, mtime):
+    return liberty_output_pins(Path(path).read_text())
+
+
+def liberty_output_pins(text):
+    """{cell: frozenset of its output pins} of a Liberty library's text."""
+    out, stack = {}, []
+    for m in _LIB_TOKEN_RE.finditer(text):
+        if m.group(1):
+            stack.append((m.group(1), m.group(2).strip().strip('"')))
+        elif m.group(3):
+            if stack:
+                stack.pop()
+        elif (m.group(4) == "output" and len(stack) >= 2 and stack[-1][0] == "pin"
+              and stack[-2][0] == "cell"):
+            out.setdefault(stack[-2][1], set()).add(stack[-1][1])
+    return {cell: frozenset(pins) for cell, pins in out.items()}
+
+
+_INST_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s+(\\\S+|[A-Za-z_][\w$]*)\s*\((.*?)\);", re.M | re.S)
+_CONN_RE = re.compile(r"\.(\w+)\(\s*(\\\S+(?:\s*\[\d+\])?|[^()\s]+)\s*\)")
+
+
+def netlist_instances(text):
+    """[(cell type, instance, {pin: net})] of a Yosys ``write_verilog`` netlist, with the
+    names as OpenSTA gives them (an escaped name without its backslash, a bit ``w[3]``)."""
+    def name(x):
+        return re.sub(r"\s+", "", x).lstrip("\\")
+    return [(m[1], name(m[2]), {p: name(n) for p, n in _CONN_RE.findall(m[3])})
+            for m in _INST_RE.finditer(text) if m[1] != "module"]
+
+
+def input_pin_activity(instances, outputs, nets, skip_cells=()):
+    """[(instance/pin, activity, duty)] for the input pins whose net's activity is in other
+    units than the clock OpenSTA prices their cell at.
+
+    In the combinational fan-out of an input port OpenSTA 2.0.17 computes a cell's output
+    activity from its input pins (:func:`sta_script`) and divides it by the period of the
+    fastest clock launching into that output. ``nets`` ({net: (activity, duty, launch period ns)}) gives
+    each net in its own launch period's units (:func:`measure_net_activity`). A cell whose
+    inputs come from different clocks (a register's enable logic mixes a gated register with
+    the main clock's control, a gated register's data input may come from the main clock)
+    needs every input in the units of its output's period, the shortest of its inputs' (for
+    a flip-flop, its own clock's), or it is priced at the wrong rate: up to period / duty
+    times. ``outputs`` ({cell type: output pins}, :func:`liberty_output_pins`) tells inputs
+    from outputs; cells it does not know and ``skip_cells`` keep the net's value.
+    """
+    out = []
+    for typ, inst, conns in instances:
+        outs = outputs.get(typ)
+        if not outs or typ in skip_cells:
+            continue
+        p_out = min((nets[n][2] for p, n in conns.items() if p in outs and n in nets),
+                    default=math.inf)
+        if not math.isfinite(p_out):
+            continue
+        for p, n in conns.items():
+            if p in outs or n not in nets:
+                continue
+            a, duty, per = nets[n]
+            if math.isfinite(per) and not math.isclose(per, p_out, rel_tol=1e-9):
+                out.append((f"{inst}/{p}", a * p_out / per, duty))
+    return out
+
+
 def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods=None):
     """Every net's toggle rate and duty in ``<name>.netlist.v``, from a zero-delay simulation
     of the mapped netlist on ``traces`` (port trace files), with every output checked against
     them. Writes ``<name>.net_activity.txt`` (a Tcl list, a line per net: ``{net} activity
     duty is_input``, which :func:`sta_script` sets on every pin of the net and on an input
-    port) and returns a summary.
+    port) and ``<name>.pin_activity.txt`` (``{instance/pin} activity duty``, the input pins
+    :func:`input_pin_activity` rescales), and returns a summary.
 
     The activity is in transitions per period of the fastest clock launching into the net,
     as OpenSTA reads it: per main cycle (``period_ns``), except for nets that only flip-flops
@@ -1049,7 +1142,7 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
     wires = netlist_wires((work / f"{name}.netlist.v").read_text())
     skip = set(nl.icgs) | set(nl.ports.get("clk", ([], None))[0])
     inputs = {p for p, (_, direction) in nl.ports.items() if direction == "input"}
-    lines, rates, done = [], [], set()
+    lines, rates, done, nets = [], [], set(), {}
     for wname, bits in nl.netnames.items():
         # Yosys's JSON keeps the backslash of a public name that starts with "$"
         wname = wname[1:] if wname.startswith("\\") else wname
@@ -1064,14 +1157,25 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
             else:                                   # a constant ("0", "1", "x")
                 a, duty = 0.0, float(b == "1")
             rates.append(a)
+            launch = math.inf
             if isinstance(b, int) and np.isfinite(scale[b]):
                 a *= scale[b]
+                launch = float(scale[b]) * period_ns
+            nets[net] = (a, duty, launch)
             # an input port drives its net: it gets the rate too
             lines.append(f"{{{net}}} {a:.6g} {duty:.6g} {int(wname in inputs)}")
     (work / f"{name}.net_activity.txt").write_text("\n".join(lines) + "\n")
+    lib_path = work / lib
+    pins = input_pin_activity(
+        netlist_instances((work / f"{name}.netlist.v").read_text()),
+        _liberty_output_pins_cached(str(lib_path), lib_path.stat().st_mtime), nets,
+        skip_cells={ICG_CELL[0]})
+    (work / f"{name}.pin_activity.txt").write_text(
+        "".join(f"{{{p}}} {a:.6g} {d:.6g}\n" for p, a, d in pins))
     (work / f"{name}.sim.json").unlink()        # large; {name}.sim.ys makes it again
     return {"traces": [str(t) for t in traces], "cycles": cycles, "checked_output_bits": checked,
-            "nets": len(rates), "mean_toggle_rate": float(np.mean(rates)) if rates else 0.0}
+            "nets": len(rates), "mean_toggle_rate": float(np.mean(rates)) if rates else 0.0,
+            "pins_rescaled": len(pins)}
 
 
 def _sky130_yosys(work, yosys, name, lib, period_ns, traces):
@@ -1179,7 +1283,8 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 if nets is not None:
                     if nets["applied"]:
                         nets.update(nets_annotated=rep.get("nets_annotated"),
-                                    nets_in_sta=rep.get("nets"))
+                                    nets_in_sta=rep.get("nets"),
+                                    pins_annotated=rep.get("pins_annotated"))
                         _log(f"sky130: {name}: {nets['nets_annotated']} of "
                              f"{nets['nets_in_sta']} nets annotated, mean toggle rate "
                              f"{nets['mean_toggle_rate']:.3g}; {nets['checked_output_bits']} "
@@ -1850,14 +1955,20 @@ def render_markdown(rep):
                 L += ["", "Activity per net (`port_traces_by_design`): the mapped netlist, each "
                       "cell replaced by its Liberty function, simulated zero-delay on the port "
                       "traces of `spikemllm sim` (every output checked against them), and each "
-                      "net's toggle rate and duty set on all its pins; the designs not named "
-                      "use the propagated activity above.", ""]
+                      "net's toggle rate and duty set on all its pins, in transitions per period "
+                      "of the fastest clock launching into it; an input pin of a cell priced at "
+                      "another clock gets its rate in that clock's units (OpenSTA 2.0.17 "
+                      "recomputes a cell's output from its input pins in the fan-out of an "
+                      "input port). The designs not named use the propagated activity above.",
+                      ""]
                 for n, a in nets.items():
                     L.append(f"- {n}: propagated: {a['note']}." if not a["applied"] else
                              f"- {n}: {a['nets_annotated']} of {a['nets_in_sta']} nets annotated "
-                             f"(all but the clocks); {a['cycles']} cycles of {len(a['traces'])} "
-                             f"trace(s), {a['checked_output_bits']} output bits matched; mean "
-                             f"toggle rate {a['mean_toggle_rate']:.3g} per net and cycle.")
+                             f"(all but the clocks), {a.get('pins_annotated') or 0} input pins "
+                             f"rescaled to their cell's clock; {a['cycles']} cycles of "
+                             f"{len(a['traces'])} trace(s), {a['checked_output_bits']} output "
+                             f"bits matched; mean toggle rate {a['mean_toggle_rate']:.3g} per "
+                             "net and cycle.")
             for n, d in r["designs"].items():
                 by = d.get("power_mw", {}).get("logic_by_block")
                 if by:
