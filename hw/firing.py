@@ -60,6 +60,11 @@ class TcLifFiring(wiring.Component):
     ``theta`` must be >= 1; a T outside 1..t_max is clamped into that range (the engine's
     registers refuse such values anyway).
 
+    Without ``params.read_register`` (the asic style) the load adders see zeros while
+    ``i_stream.valid`` is low: the asic PE array offers its accumulators themselves, which
+    change at every event, and this operand isolation keeps the adders from following them
+    between tokens.
+
     Parameters
     ----------
     params : HwParams
