@@ -98,8 +98,9 @@ class TernaryAccumulatorArray(wiring.Component):
     THROUGHPUT = 1
     #: without ``read_register``: the accumulators' low bits, clocked in every cycle (the rest
     #: load only on a carry or borrow out of them, a restart or a doubling); at least W_BITS.
-    #: 7 measured best on sky130 with the engine at 200 MHz (docs/synthesis.md)
-    ACC_LOW_BITS = 7
+    #: 5 measured best on sky130, gated and ungated, with both engine netlists at 200 MHz
+    #: (docs/synthesis.md, 2026-12-05 evening)
+    ACC_LOW_BITS = 5
 
     def __init__(self, *, params):
         if not isinstance(params, HwParams):
