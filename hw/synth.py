@@ -1139,7 +1139,8 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
     if not steps:
         raise ValueError("the port traces have fewer than 2 cycles")
     scale = nl.launch_periods(period_ns, gate_periods) / period_ns
-    wires = netlist_wires((work / f"{name}.netlist.v").read_text())
+    netlist = (work / f"{name}.netlist.v").read_text()
+    wires = netlist_wires(netlist)
     skip = set(nl.icgs) | set(nl.ports.get("clk", ([], None))[0])
     inputs = {p for p, (_, direction) in nl.ports.items() if direction == "input"}
     lines, rates, done, nets = [], [], set(), {}
@@ -1167,7 +1168,7 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
     (work / f"{name}.net_activity.txt").write_text("\n".join(lines) + "\n")
     lib_path = work / lib
     pins = input_pin_activity(
-        netlist_instances((work / f"{name}.netlist.v").read_text()),
+        netlist_instances(netlist),
         _liberty_output_pins_cached(str(lib_path), lib_path.stat().st_mtime), nets,
         skip_cells={ICG_CELL[0]})
     (work / f"{name}.pin_activity.txt").write_text(
