@@ -626,25 +626,27 @@ class SpikeKvCache(wiring.Component):
             return [reg.eq(value)] if self.read_register else []
 
         accept_read = can_accept & rq.valid
+        read_slot = Mux(r_in_range, r_slot, 0)
         with m.If(accept_read):
             m.d.sync += [
                 busy.eq(1), w_score.eq(0), w_plane.eq(0), *set_key(w_left, 1),
                 *set_key(w_key, r_token), w_in_range.eq(r_in_range), w_empty.eq(0),
                 # an out-of-range request reads a harmless in-range address, masked later
                 w_head.eq(Mux(r_in_range, r_head, 0)),
-                *set_key(w_slot, Mux(r_in_range, r_slot, 0)),
+                *set_key(w_slot, read_slot),
             ]
         if S:
             q_head = qs.payload.head
             q_head_ok = q_head < H
             q_n = Mux(q_head_ok, counts[q_head], 0)
             accept_query = q_ok & qs.valid
+            query_slot = Mux(q_head_ok, base(q_head), 0)
             with m.Elif(accept_query):
                 m.d.sync += [
                     busy.eq(1), w_score.eq(1), w_plane.eq(0), *set_key(w_left, q_n),
                     *set_key(w_key, 0), w_in_range.eq(1), w_empty.eq(q_n == 0),
                     w_head.eq(Mux(q_head_ok, q_head, 0)),
-                    *set_key(w_slot, Mux(q_head_ok, base(q_head), 0)),
+                    *set_key(w_slot, query_slot),
                 ]
                 if self.read_register:
                     # an empty head's walk keeps the zero query: its popcounts (and term) are 0
@@ -757,12 +759,10 @@ class SpikeKvCache(wiring.Component):
                 m.d.sync += s1_valid.eq(0)
             # the key registers in one chain (see set_key; a walk never issues while accepting)
             with m.If(accept_read):
-                m.d.sync += [w_left.eq(1), w_key.eq(r_token),
-                             w_slot.eq(Mux(r_in_range, r_slot, 0))]
+                m.d.sync += [w_left.eq(1), w_key.eq(r_token), w_slot.eq(read_slot)]
             if S:
                 with m.Elif(accept_query):
-                    m.d.sync += [w_left.eq(q_n), w_key.eq(0),
-                                 w_slot.eq(Mux(q_head_ok, base(q_head), 0))]
+                    m.d.sync += [w_left.eq(q_n), w_key.eq(0), w_slot.eq(query_slot)]
             with m.Elif(issue & last_plane):
                 m.d.sync += [w_left.eq(w_left - 1), w_key.eq(w_key + 1),
                              w_slot.eq(wrap(w_slot))]
