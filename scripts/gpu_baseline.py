@@ -9,8 +9,8 @@ config -- speed and energy do not depend on the weight values -- and measures:
   decode (eager) HF generate, batch 1 and 8: time/energy of (long - short) new tokens, so that
                  prefill and set-up cancel
   decode (static cache) the same with cache_implementation="static"
-  graph floor    every nn.Linear weight read once per token (batch-1 GEMV chain) replayed
-                 from a CUDA graph: the best case FP16 batch-1 decode can reach
+  graph floor    every nn.Linear weight read once per decode step (GEMV chain at batch 1
+                 and 8) replayed from a CUDA graph: the best case FP16 decode can reach
 
 Energy comes from NVML's total-energy counter (J, board level, idle included) and power from
 sampling NVML power every 10 ms. Without NVML (pip install nvidia-ml-py) or without a GPU the
@@ -18,7 +18,7 @@ energy fields are null and the JSON says why.
 
 Run on a GPU machine and keep the JSON under docs/ (the default path carries device and date):
 
-  python scripts/gpu_baseline.py                  # full measurement, ~10 min on an H100
+  python scripts/gpu_baseline.py                  # full measurement, minutes on an H100
   python scripts/gpu_baseline.py --dry-run        # tiny config on CPU: exercises every path
   spikemllm report --workload qwen2vl-7b --gpu-json docs/gpu_baseline_<device>_<date>.json ...
 """
@@ -114,6 +114,19 @@ def _sync(torch, device):
         torch.cuda.synchronize()
 
 
+def reps_for(fn, torch, device, reps, min_seconds):
+    """At least ``reps``, and enough that the timed loop lasts ``min_seconds``: NVML's energy
+    counter moves in steps of tens of ms, so a single 40 ms pass would be mostly rounding."""
+    if min_seconds <= 0:
+        return reps
+    _sync(torch, device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(torch, device)
+    dt = time.perf_counter() - t0
+    return max(reps, int(min_seconds / max(dt, 1e-6)) + 1)
+
+
 def measure(fn, torch, device, energy, reps=1):
     """Run fn() reps times: (seconds per rep, joules per rep or None, mean power W or None)."""
     _sync(torch, device)
@@ -133,19 +146,26 @@ def build_model(cfg_kwargs, device, dtype, seed=0):
     from transformers import Qwen2Config, Qwen2ForCausalLM
     cfg = Qwen2Config(**cfg_kwargs)
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen2ForCausalLM(cfg).to(dtype).eval()
+    # built in the target dtype on the device: a float32 7B model first would need 30 GB more
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2ForCausalLM(cfg).to(dtype).eval()
+    finally:
+        torch.set_default_dtype(old)
     return model, cfg
 
 
-def prefill_run(model, cfg, device, energy, prefill_len, reps):
+def prefill_run(model, cfg, device, energy, prefill_len, reps, min_seconds=0.0):
     import torch
     ids = torch.randint(0, cfg.vocab_size, (1, prefill_len), device=device)
     with torch.inference_mode():
         model(ids)  # warm-up
+        reps = reps_for(lambda: model(ids), torch, device, reps, min_seconds)
         dt, e, p = measure(lambda: model(ids), torch, device, energy, reps)
     return {"prefill_len": prefill_len, "batch": 1, "tokens_per_s": prefill_len / dt,
-            "s_per_pass": dt, "j_per_pass": e, "power_w": p,
+            "s_per_pass": dt, "passes": reps, "j_per_pass": e, "power_w": p,
             "j_per_token": None if e is None else e / prefill_len}
 
 
@@ -166,7 +186,10 @@ def decode_run(model, cfg, device, energy, prompt_len, batch, short, long, stati
         return lambda: model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
 
     with torch.inference_mode():
-        gen(short)()  # warm-up (and compilation, for the static cache)
+        # warm-up; a static cache is sized to the generation, so transformers compiles the
+        # model once per length: both lengths are compiled before timing
+        gen(short)()
+        gen(long)()
         for _ in range(attempts):
             t_s, e_s, _ = measure(gen(short), torch, device, energy, reps)
             t_l, e_l, p_l = measure(gen(long), torch, device, energy, reps)
@@ -180,13 +203,14 @@ def decode_run(model, cfg, device, energy, prompt_len, batch, short, long, stati
             "j_per_token": None if e_s is None or e_l is None else (e_l - e_s) / n}
 
 
-def graph_floor_run(model, device, energy, reps):
-    """Every nn.Linear's weight read once per token (batch 1), from a CUDA graph on a GPU; on a
-    CPU (dry run) the same chain runs eagerly."""
+def graph_floor_run(model, device, energy, reps, batch=1, min_seconds=0.0):
+    """Every nn.Linear's weight read once per decode step of ``batch`` tokens, from a CUDA graph
+    on a GPU; on a CPU (dry run) the same chain runs eagerly. Attention over the KV cache is
+    left out (at a 1024-token context it reads ~57 MB per token against 15 GB of weights)."""
     import torch
     lins = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     wbytes = sum(m.weight.numel() * m.weight.element_size() for m in lins)
-    xs = [torch.randn(1, m.in_features, device=device, dtype=m.weight.dtype) for m in lins]
+    xs = [torch.randn(batch, m.in_features, device=device, dtype=m.weight.dtype) for m in lins]
 
     def chain():
         for m, x in zip(lins, xs):
@@ -208,10 +232,11 @@ def graph_floor_run(model, device, energy, reps):
             step, how = chain, "eager chain (no CUDA graph on CPU)"
         for _ in range(3):
             step()
+        reps = reps_for(step, torch, device, reps, min_seconds)
         dt, e, p = measure(step, torch, device, energy, reps)
-    return {"weight_bytes": wbytes, "linears": len(lins), "s_per_token": dt,
-            "tokens_per_s": 1.0 / dt, "achieved_tb_per_s": wbytes / dt / 1e12, "power_w": p,
-            "j_per_token": e, "how": how}
+    return {"batch": batch, "weight_bytes": wbytes, "linears": len(lins), "s_per_step": dt,
+            "steps": reps, "tokens_per_s": batch / dt, "achieved_tb_per_s": wbytes / dt / 1e12,
+            "power_w": p, "j_per_token": None if e is None else e / batch, "how": how}
 
 
 def _slug(name):
@@ -229,25 +254,31 @@ def _write_atomic(path, obj):
 
 
 def regimes_from_runs(res):
-    """The four rows the system report reads, picked from the raw runs."""
+    """The rows the system report reads, picked from the raw runs."""
     def row(r, method):
         return None if r is None else {"tokens_per_s": r["tokens_per_s"],
                                        "j_per_token": r.get("j_per_token"),
                                        "power_w": r.get("power_w"), "method": method}
     pre = max(res["prefill"], key=lambda r: r["prefill_len"], default=None)
-    eager_b1 = [r for r in res["decode"] if r["batch"] == 1 and not r["static_cache"]]
+    eager_b1 = [r for r in res["decode"] if r["batch"] == 1 and not r["static_cache"]
+                and r["tokens_per_s"]]
     b8 = [r for r in res["decode"] if r["batch"] == 8 and r["tokens_per_s"]]
     best_b8 = min(b8, key=lambda r: (r["j_per_token"] is None, r["j_per_token"] or 0,
                                      -r["tokens_per_s"]), default=None)
-    g = res.get("graph")
+    graphs = {g["batch"]: g for g in res.get("graph") or []}
+
+    def graph_row(b):
+        g = graphs.get(b)
+        return row(g, f"GEMV chain at batch {b}, every weight read once per step "
+                      f"({g['how']}, attention left out)" if g else "")
     return {
         "prefill": row(pre, f"HF forward, prefill {pre['prefill_len']}, batch 1" if pre else ""),
         "decode_b1_eager": row(eager_b1[0] if eager_b1 else None,
                                "HF generate (dynamic cache), batch 1"),
-        "decode_b1": row(g, "GEMV chain, every weight read once per token (" +
-                         (g["how"] if g else "") + ")"),
+        "decode_b1": graph_row(1),
         "decode_b8": row(best_b8, "HF generate, batch 8, " + (
             "static cache" if best_b8 and best_b8["static_cache"] else "dynamic cache")),
+        "decode_b8_graph": graph_row(8),
     }
 
 
@@ -261,16 +292,29 @@ def main(argv=None):
                     help="prefill lengths (default 1024; 32 with --dry-run)")
     ap.add_argument("--prompt-len", type=int, default=None,
                     help="prompt before decode (default 1024; 16 with --dry-run)")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="decode batches")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8],
+                    help="decode batches (HF generate and graph floor)")
     ap.add_argument("--new-tokens", type=int, nargs=2, default=None, metavar=("SHORT", "LONG"),
-                    help="short and long generation lengths (default 16 128; 2 18 with --dry-run)")
-    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5; 2 dry run)")
-    ap.add_argument("--no-static-cache", action="store_true", help="skip static-cache decode")
+                    help="short and long generation lengths (default 8 72; 2 18 with --dry-run)")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions of each generation (default 2); prefill and graph floor "
+                         "repeat until --min-seconds")
+    ap.add_argument("--min-seconds", type=float, default=None,
+                    help="shortest timed loop for prefill and graph floor, so that NVML's "
+                         "energy counter resolves it (default 2; 0 with --dry-run)")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no new stage after this many seconds from launch; skipped "
+                         "stages are named in the JSON's notes (default: none)")
+    ap.add_argument("--no-static-cache", action="store_true",
+                    help="skip static-cache decode (transformers compiles the model for it, "
+                         "which takes minutes on a 7B shape)")
     ap.add_argument("--no-graph", action="store_true", help="skip the graph floor")
     ap.add_argument("--out", default=None,
                     help="JSON path (default docs/gpu_baseline_<device>_<date>.json; "
-                         "build/gpu_baseline_dryrun.json with --dry-run)")
+                         "build/gpu_baseline_dryrun.json with --dry-run). Written after every "
+                         "stage, with complete=false until the last")
     a = ap.parse_args(argv)
+    t_launch = time.perf_counter()
 
     import torch
     import transformers
@@ -282,14 +326,19 @@ def main(argv=None):
     dtype = torch.float32 if dry else torch.float16
     cfg_kwargs = dict(TINY if dry else QWEN2_7B)
     if a.layers is not None:
+        if a.layers < 1:
+            ap.error(f"--layers must be >= 1, not {a.layers}")
         cfg_kwargs["num_hidden_layers"] = a.layers
     prefill_lens = a.prefill_len or ([32] if dry else [1024])
     prompt_len = a.prompt_len or (16 if dry else 1024)
     # dry run: a 16-token gap, so that the long-minus-short time stays positive on a loaded CPU
-    short, long = a.new_tokens or ((2, 18) if dry else (16, 128))
-    reps = a.reps or (2 if dry else 5)
+    short, long = a.new_tokens or ((2, 18) if dry else (8, 72))
+    reps = a.reps or 2
+    min_s = a.min_seconds if a.min_seconds is not None else (0.0 if dry else 2.0)
     if not 0 < short < long:
         ap.error(f"--new-tokens needs 0 < SHORT < LONG, not {short} {long}")
+    if reps < 1 or min_s < 0:
+        ap.error(f"--reps must be >= 1 and --min-seconds >= 0, not {reps} and {min_s}")
 
     energy = Energy()
     notes = []
@@ -299,9 +348,15 @@ def main(argv=None):
         notes.append("dry run: tiny config on CPU in float32; figures are not a GPU baseline")
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (dry run)"
     date = datetime.now(timezone.utc)
+    path = a.out or ("build/gpu_baseline_dryrun.json" if dry else
+                     f"docs/gpu_baseline_{_slug(device_name)}_{date.strftime('%Y%m%d')}.json")
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t_launch:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     model, cfg = build_model(cfg_kwargs, device, dtype)
     params = sum(p.numel() for p in model.parameters())
+    log(f"built {params / 1e9:.2f} G-parameter model on {device_name}")
     idle = None
     if energy.available:
         s = []
@@ -310,42 +365,55 @@ def main(argv=None):
             time.sleep(0.02)
         idle = sum(s) / len(s)
 
-    res = {"prefill": [], "decode": [], "graph": None}
-    for n in prefill_lens:
-        r = prefill_run(model, cfg, device, energy, n, reps)
-        print(json.dumps({"prefill": r}), flush=True)
-        res["prefill"].append(r)
-    for static in ([False] if a.no_static_cache else [False, True]):
-        for b in a.batches:
-            try:
-                r = decode_run(model, cfg, device, energy, prompt_len, b, short, long, static, reps)
-            except Exception as e:  # e.g. static cache unsupported by this transformers
-                notes.append(f"decode batch {b} static_cache={static} failed: {e!r}")
-                continue
-            print(json.dumps({"decode": r}), flush=True)
-            res["decode"].append(r)
-    if not a.no_graph:
-        res["graph"] = graph_floor_run(model, device, energy, max(reps, 10) if not dry else reps)
-        print(json.dumps({"graph": res["graph"]}), flush=True)
+    res = {"prefill": [], "decode": [], "graph": []}
 
-    out = {
-        "format": FORMAT,
-        "device": device_name,
-        "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "dry_run": dry,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "dtype": str(dtype).replace("torch.", ""),
-        "config": cfg_kwargs, "params": params,
-        "energy_source": "NVML nvmlDeviceGetTotalEnergyConsumption (board, idle included)"
-                         if energy.available else None,
-        "idle_power_w": idle,
-        "notes": notes,
-        "runs": res,
-        "regimes": regimes_from_runs(res),
-    }
-    path = a.out or ("build/gpu_baseline_dryrun.json" if dry else
-                     f"docs/gpu_baseline_{_slug(device_name)}_{date.strftime('%Y%m%d')}.json")
-    _write_atomic(path, out)
+    def write(complete):
+        _write_atomic(path, {
+            "format": FORMAT,
+            "device": device_name,
+            "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "dry_run": dry,
+            "complete": complete,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "dtype": str(dtype).replace("torch.", ""),
+            "config": cfg_kwargs, "params": params,
+            "energy_source": "NVML nvmlDeviceGetTotalEnergyConsumption (board, idle included)"
+                             if energy.available else None,
+            "idle_power_w": idle,
+            "notes": notes,
+            "runs": res,
+            "regimes": regimes_from_runs(res),
+        })
+
+    # most wanted first: what the report reads, then the slow static-cache (compiled) decode
+    stages = [(f"prefill {n}", "prefill",
+               lambda n=n: prefill_run(model, cfg, device, energy, n, reps, min_s))
+              for n in prefill_lens]
+    if not a.no_graph:
+        stages += [(f"graph floor batch {b}", "graph",
+                    lambda b=b: graph_floor_run(model, device, energy, reps, b, min_s))
+                   for b in a.batches]
+    for static in ([False] if a.no_static_cache else [False, True]):
+        stages += [(f"decode batch {b} static_cache={static}", "decode",
+                    lambda b=b, static=static: decode_run(model, cfg, device, energy, prompt_len,
+                                                          b, short, long, static, reps))
+                   for b in a.batches]
+    for name, kind, fn in stages:
+        if a.deadline_s is not None and time.perf_counter() - t_launch > a.deadline_s:
+            notes.append(f"{name}: skipped, past --deadline-s {a.deadline_s:g}")
+            log(notes[-1])
+            continue
+        log(f"{name} ...")
+        try:
+            r = fn()
+        except Exception as e:  # e.g. static cache unsupported by this transformers
+            notes.append(f"{name} failed: {e!r}")
+            log(notes[-1])
+            continue
+        res[kind].append(r)
+        log(json.dumps({kind: r}))
+        write(False)
+    write(True)
     print(f"wrote {path}")
     return 0
 

@@ -30,7 +30,7 @@ __all__ = [
     "events_per_token", "output_tiles", "tile_passes", "spike_cycles", "dense_cycles",
     "token_block", "weight_dram_bits", "layer_weight_traffic", "attention_macs",
     "kv_bits_per_token_layer", "model_regime", "crossover_firing_rate", "floor_j_per_token",
-    "parse_converter_reports", "load_gpu", "build_report",
+    "parse_converter_reports", "load_gpu", "project_gpu_json", "default_gpu", "build_report",
     "DESCRIPTION", "add_arguments", "run",
 ]
 
@@ -38,6 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
 DEFAULT_GPU_JSONS = ("gpu_baseline_h100_eager.json", "gpu_baseline_h100_compiled.json")
 GPU_REFERENCE_NOTE = "H100 80GB HBM3, measured by the project's reference method"
+PROJECT_GPU_DIR = REPO_ROOT / "docs"     # scripts/gpu_baseline.py runs kept by the project
+GPU_ROWS = ("prefill", "decode_b1", "decode_b1_eager", "decode_b8", "decode_b8_graph")
 SCALE_BITS = 16          # one FP16 scale per output channel travels with the W4 weights
 EMBED_BITS = 16          # embedding rows stay 16-bit; one row is read per token
 SPIKEMLLM_CLAIM = 25.8   # SpikeMLLM power-efficiency claim vs FP16 GPU (papers 001/003)
@@ -913,16 +915,17 @@ def load_gpu(paths):
     prefill pass (the BRIEF's 0.0206 J/token reading): divided by the pass's tokens. The
     implied power is kept so the reading can be checked (it must lie between idle and TDP).
     """
-    out = {"device": None, "sources": [], "prefill": None, "decode_b1": None,
-           "decode_b1_eager": None, "decode_b8": None, "notes": []}
+    out = {"device": None, "sources": [], "notes": [], "measured_here": False,
+           **{k: None for k in GPU_ROWS}}
     for p in paths:
         with open(p) as f:
             d = json.load(f)
         out["sources"].append(str(p))
         if d.get("format", "").startswith("spikemllm-gpu-baseline"):
             out["device"] = d.get("device")
+            out["measured_here"] = True
             src = f"measured: {p} ({d.get('device')}, {d.get('date')}, scripts/gpu_baseline.py)"
-            for k in ("prefill", "decode_b1", "decode_b1_eager", "decode_b8"):
+            for k in GPU_ROWS:
                 r = (d.get("regimes") or {}).get(k)
                 if r and r.get("tokens_per_s"):
                     out[k] = _gpu_entry(r["tokens_per_s"], r.get("j_per_token"),
@@ -984,10 +987,58 @@ def load_gpu(paths):
         out["decode_b1"] = out["decode_b1_eager"]
     die = next((v for k, v in GPU_DIE_MM2.items() if k in str(out["device"])), None)
     out["die_mm2"] = {"value": die[0], "source": die[1]} if die else None
-    for k in ("prefill", "decode_b1", "decode_b1_eager", "decode_b8"):
+    for k in GPU_ROWS:
         if out[k] is not None:
             out[k]["tokens_per_s_per_mm2"] = (out[k]["tokens_per_s"] / die[0]) if die else None
     return out
+
+
+def project_gpu_json(folder=None):
+    """The newest complete scripts/gpu_baseline.py run (not a dry run) kept in ``folder``
+    (default docs/), or None."""
+    best = None
+    for p in sorted(Path(folder or PROJECT_GPU_DIR).glob("gpu_baseline_*.json")):
+        try:
+            with open(p) as f:
+                d = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if (not str(d.get("format", "")).startswith("spikemllm-gpu-baseline")
+                or d.get("dry_run") or d.get("complete") is False):
+            continue
+        if best is None or str(d.get("date")) > best[0]:
+            best = (str(d.get("date")), p)
+    return None if best is None else best[1]
+
+
+def default_gpu(folder=None, reference=None):
+    """The project's own GPU run if one is kept under docs/, else the shared reference files.
+
+    With both, the reference's prefill and batch-1 figures are kept as a cross-check note."""
+    ref_dir = Path(reference or SHARED_REFERENCE)
+    ref_paths = [str(ref_dir / n) for n in DEFAULT_GPU_JSONS if (ref_dir / n).exists()]
+    own = project_gpu_json(folder)
+    if own is None:
+        return load_gpu(ref_paths) if ref_paths else None
+    gpu = load_gpu([str(own)])
+    if ref_paths:
+        ref = load_gpu(ref_paths)
+        for k in ("prefill", "decode_b1", "decode_b8"):
+            a, b = gpu.get(k), ref.get(k)
+            if a and b and a["tokens_per_j"] and b["tokens_per_j"]:
+                gpu["notes"].append(
+                    f"cross-check {k}: measured here {a['tokens_per_s']:.5g} tokens/s, "
+                    f"{a['tokens_per_j']:.4g} tokens/J; reference ({', '.join(ref_paths)}) "
+                    f"{b['tokens_per_s']:.5g} tokens/s, {b['tokens_per_j']:.4g} tokens/J")
+    return gpu
+
+
+def _gpu_provenance(gpu):
+    if not gpu:
+        return "absent: no GPU JSON given or found"
+    if gpu.get("measured_here"):
+        return f"measured here: scripts/gpu_baseline.py on {gpu.get('device')}"
+    return "measured (reference): " + GPU_REFERENCE_NOTE
 
 
 # ============================================================================================
@@ -1225,8 +1276,7 @@ def build_report(*, workload, engines, memory, stats, synth_inputs, epc_input, g
             "sram": sspec.as_dict(),
             "model_shape": {"value": shape.name, "source": shape.source},
             "gpu": {"sources": (gpu or {}).get("sources"),
-                    "provenance": ("measured (reference): " + GPU_REFERENCE_NOTE) if gpu else
-                    "absent: no GPU JSON given or found"},
+                    "provenance": _gpu_provenance(gpu)},
         },
         "assumptions": ASSUMPTIONS,
     }
@@ -1322,9 +1372,12 @@ def render_markdown(rep):
     L.append("")
     if rep["gpu"]:
         L.append("GPU rows: " + "; ".join(
-            f"{n}: {g['method']}" for n in ("prefill", "decode_b1", "decode_b1_eager", "decode_b8")
-            if (g := rep["gpu"].get(n))) + f". Source: {', '.join(rep['gpu']['sources'])} "
-            f"({GPU_REFERENCE_NOTE} unless a scripts/gpu_baseline.py JSON is named).")
+            f"{n}: {g['method']}" for n in GPU_ROWS if (g := rep["gpu"].get(n)))
+            + f". Source: {', '.join(rep['gpu']['sources'])} ({_gpu_provenance(rep['gpu'])}).")
+        if (g := rep["gpu"].get("decode_b8_graph")):
+            L.append(f"\nGPU best case at batch 8 (every weight read once per step, not a "
+                     f"served model): {_fmt(g['tokens_per_s'])} tokens/s, "
+                     f"{_fmt(g['tokens_per_j'])} tokens/J.")
         for note in rep["gpu"].get("notes", []):
             L.append(f"\nNote: {note}.")
         L.append("")
@@ -1538,7 +1591,8 @@ Inputs (each recorded with its provenance in report.json):
   fmax, power,   synthesis (--synth, default BUILD/synth/synth.json)
   area, E/SOP
   memory         cited SRAM and DRAM pJ/bit + bandwidth (spikemllm.sw.memory_model)
-  GPU            --gpu-json, default ../shared/reference/gpu_baseline_h100_*.json
+  GPU            --gpu-json, default the newest docs/gpu_baseline_*.json (this project's own
+                 scripts/gpu_baseline.py run), else ../shared/reference/gpu_baseline_h100_*.json
 Missing default inputs fall back to stated values; a path you name must exist.
 
 Example:
@@ -1562,7 +1616,8 @@ def add_arguments(p):
                    help="cosim summary.json (default BUILD/sim/summary.json)")
     p.add_argument("--gpu-json", action="append", metavar="PATH",
                    help="GPU baseline JSON (repeatable): scripts/gpu_baseline.py output or the "
-                        "reference files; default ../shared/reference/gpu_baseline_h100_*.json")
+                        "reference files; default the newest docs/gpu_baseline_*.json, else "
+                        "../shared/reference/gpu_baseline_h100_*.json")
     p.add_argument("--build-dir", default="build", metavar="DIR",
                    help="where the default inputs are looked for (default build)")
     p.add_argument("--buffer-kib", type=float, default=1024.0,
@@ -1644,9 +1699,7 @@ def gather_inputs(args):
                 raise ValueError(f"--gpu-json {p}: no such file")
         gpu = load_gpu(args.gpu_json)
     elif args.workload == "qwen2vl-7b":
-        paths = [str(SHARED_REFERENCE / n) for n in DEFAULT_GPU_JSONS
-                 if (SHARED_REFERENCE / n).exists()]
-        gpu = load_gpu(paths) if paths else None
+        gpu = default_gpu()
     else:
         gpu = None    # the reference GPU runs measure the 7B shape only
     return stats, synth_inputs, epc, gpu

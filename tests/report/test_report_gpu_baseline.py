@@ -34,7 +34,7 @@ def test_dry_run_writes_a_report_readable_json(tmp_path):
         assert any("energy not measured" in n for n in d["notes"])
     # float32 linears of the tiny config: 2 layers of q,o 64x64, k,v 64x32, gate/up/down
     # 64x128, plus the 64 x 1024 LM head
-    assert d["runs"]["graph"]["weight_bytes"] == 4 * (2 * (64 * 64 * 2 + 64 * 32 * 2
+    assert d["runs"]["graph"][0]["weight_bytes"] == 4 * (2 * (64 * 64 * 2 + 64 * 32 * 2
                                                            + 64 * 128 * 3) + 64 * 1024)
     # the system report reads it
     g = sr.load_gpu([str(out)])

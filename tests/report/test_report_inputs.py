@@ -1,6 +1,7 @@
 """Input parsing: converter reports, synth.json, cosim summary, GPU JSONs, with provenance."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,53 @@ def test_gpu_baseline_script_format(tmp_path):
     assert g["decode_b8"]["tokens_per_j"] is None           # no NVML: no energy, no ratio
     assert g["prefill"]["tokens_per_s_per_mm2"] == pytest.approx(30000 / 814)
     assert "scripts/gpu_baseline.py" in g["prefill"]["source"]
+
+
+def _gpu_run(path, date, tps, **extra):
+    return write(path, {"format": "spikemllm-gpu-baseline/1", "device": "NVIDIA H100",
+                        "date": date, **extra,
+                        "regimes": {"prefill": {"tokens_per_s": tps, "j_per_token": 0.02}}})
+
+
+def test_project_gpu_json_picks_the_newest_complete_gpu_run(tmp_path):
+    assert sr.project_gpu_json(tmp_path) is None
+    _gpu_run(tmp_path / "gpu_baseline_a.json", "2026-12-01T00:00:00Z", 1.0, complete=True)
+    newest = _gpu_run(tmp_path / "gpu_baseline_b.json", "2026-12-02T00:00:00Z", 2.0)
+    # newer, but a dry run, an unfinished run, another format, unreadable: all passed over
+    _gpu_run(tmp_path / "gpu_baseline_c.json", "2026-12-03T00:00:00Z", 3.0, dry_run=True)
+    _gpu_run(tmp_path / "gpu_baseline_d.json", "2026-12-04T00:00:00Z", 4.0, complete=False)
+    write(tmp_path / "gpu_baseline_e.json", {"format": "other", "date": "2026-12-05"})
+    (tmp_path / "gpu_baseline_f.json").write_text("{not json")
+    assert str(sr.project_gpu_json(tmp_path)) == newest
+
+
+def test_default_gpu_prefers_the_projects_run_and_cross_checks_the_reference(tmp_path):
+    own, ref = tmp_path / "docs", tmp_path / "ref"
+    own.mkdir()
+    ref.mkdir()
+    write(ref / sr.DEFAULT_GPU_JSONS[0], {"gpu": "NVIDIA H100", "runs": [
+        {"prefill_len": 1024, "batch": 1,
+         "prefill": {"tokens_per_s": 25000.0, "j_per_token": 0.025}}]})
+    g = sr.default_gpu(own, ref)                     # no run of the project's own: reference
+    assert g["prefill"]["tokens_per_s"] == 25000.0 and not g["measured_here"]
+    p = _gpu_run(own / "gpu_baseline_x.json", "2026-12-05T00:00:00Z", 32000.0)
+    g = sr.default_gpu(own, ref)
+    assert g["prefill"]["tokens_per_s"] == 32000.0 and g["measured_here"]
+    assert g["sources"] == [p]
+    note = next(n for n in g["notes"] if n.startswith("cross-check prefill"))
+    assert "32000 tokens/s, 50 tokens/J" in note and "25000 tokens/s, 40 tokens/J" in note
+    assert sr.default_gpu(tmp_path / "none", tmp_path / "none") is None
+
+
+def test_the_kept_project_gpu_run_is_a_complete_fp16_7b_measurement():
+    p = sr.project_gpu_json()
+    if p is None:
+        pytest.skip("no docs/gpu_baseline_*.json in this checkout")
+    d = json.loads(Path(p).read_text())
+    assert d["dtype"] == "float16" and d["params"] > 7e9 and "H100" in d["device"]
+    assert d["energy_source"] and d["complete"] is True
+    for k in ("prefill", "decode_b1", "decode_b1_eager", "decode_b8", "decode_b8_graph"):
+        r = d["regimes"][k]
+        assert r["tokens_per_s"] > 0 and r["j_per_token"] > 0, k
+        # board power lies between the idle reading and the H100 SXM's 700 W limit
+        assert d["idle_power_w"] * 0.9 < r["j_per_token"] * r["tokens_per_s"] < 700, k
