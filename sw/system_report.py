@@ -1020,7 +1020,7 @@ def default_gpu(folder=None, reference=None):
     own = project_gpu_json(folder)
     if own is None:
         return load_gpu(ref_paths) if ref_paths else None
-    gpu = load_gpu([str(own)])
+    gpu = load_gpu([_shown_path(own)])
     if ref_paths:
         ref = load_gpu(ref_paths)
         for k in ("prefill", "decode_b1", "decode_b8"):
@@ -1031,6 +1031,15 @@ def default_gpu(folder=None, reference=None):
                     f"{a['tokens_per_j']:.4g} tokens/J; reference ({', '.join(ref_paths)}) "
                     f"{b['tokens_per_s']:.5g} tokens/s, {b['tokens_per_j']:.4g} tokens/J")
     return gpu
+
+
+def _shown_path(p):
+    """``p`` relative to the working directory when it lies below it (reports stay portable)."""
+    p = Path(p).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def _gpu_provenance(gpu):

@@ -49,7 +49,7 @@ def test_qwen2vl_7b_writes_done_when_keys_with_fallbacks(tmp_path):
         assert rep["claim_spikemllm"]["verdict"] in ("reproduced", "refuted")
         assert rep["floor"]["gpu_multiple"] > 1
     if own:     # the project's own GPU run under docs/ comes before the shared reference
-        assert str(own) in rep["gpu"]["prefill"]["source"]
+        assert own.name in rep["gpu"]["prefill"]["source"]
         assert "scripts/gpu_baseline.py" in rep["gpu"]["prefill"]["source"]
         assert inp["gpu"]["provenance"].startswith("measured here")
     elif HAVE_REF:

@@ -186,7 +186,7 @@ def test_default_gpu_prefers_the_projects_run_and_cross_checks_the_reference(tmp
     p = _gpu_run(own / "gpu_baseline_x.json", "2026-12-05T00:00:00Z", 32000.0)
     g = sr.default_gpu(own, ref)
     assert g["prefill"]["tokens_per_s"] == 32000.0 and g["measured_here"]
-    assert g["sources"] == [p]
+    assert g["sources"] == [p]                      # absolute: tmp_path is not below the cwd
     note = next(n for n in g["notes"] if n.startswith("cross-check prefill"))
     assert "32000 tokens/s, 50 tokens/J" in note and "25000 tokens/s, 40 tokens/J" in note
     assert sr.default_gpu(tmp_path / "none", tmp_path / "none") is None
