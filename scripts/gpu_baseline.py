@@ -301,7 +301,8 @@ def main(argv=None):
                          "repeat until --min-seconds")
     ap.add_argument("--min-seconds", type=float, default=None,
                     help="shortest timed loop for prefill and graph floor, so that NVML's "
-                         "energy counter resolves it (default 2; 0 with --dry-run)")
+                         "energy counter resolves it (default 10: 2 s loops read up to 2 %% "
+                         "over the board's power limit; 0 with --dry-run)")
     ap.add_argument("--deadline-s", type=float, default=None,
                     help="start no new stage after this many seconds from launch; skipped "
                          "stages are named in the JSON's notes (default: none)")
@@ -334,7 +335,7 @@ def main(argv=None):
     # dry run: a 16-token gap, so that the long-minus-short time stays positive on a loaded CPU
     short, long = a.new_tokens or ((2, 18) if dry else (8, 72))
     reps = a.reps or 2
-    min_s = a.min_seconds if a.min_seconds is not None else (0.0 if dry else 2.0)
+    min_s = a.min_seconds if a.min_seconds is not None else (0.0 if dry else 10.0)
     if not 0 < short < long:
         ap.error(f"--new-tokens needs 0 < SHORT < LONG, not {short} {long}")
     if reps < 1 or min_s < 0:
