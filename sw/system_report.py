@@ -1534,11 +1534,14 @@ def write_plots(rep, outdir, sweep):
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     w = 0.27
+    gpu_label = "GPU FP16" + (f", {rep['gpu']['device']}" if rep["gpu"] and rep["gpu"].get(
+        "device") else "") + (" (measured here)" if rep["gpu"] and rep["gpu"].get(
+        "measured_here") else " (reference)")
     for i, n in enumerate(regs):
         g = (rep["gpu"] or {}).get(n) if rep["gpu"] else None
         vals = [(g or {}).get("tokens_per_j"), rep["dense_baseline"][n]["tokens_per_j"],
                 rep["accelerator"][n]["tokens_per_j"]]
-        for j, (v, lab) in enumerate(zip(vals, ("GPU FP16 (measured)", "dense INT baseline",
+        for j, (v, lab) in enumerate(zip(vals, (gpu_label, "dense INT baseline",
                                                 "spike accelerator"))):
             if v:
                 ax.bar(i + (j - 1) * w, v, w, color=f"C{j}", label=lab if i == 0 else None)
