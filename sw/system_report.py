@@ -1014,7 +1014,8 @@ def project_gpu_json(folder=None):
 def default_gpu(folder=None, reference=None):
     """The project's own GPU run if one is kept under docs/, else the shared reference files.
 
-    With both, the reference's prefill and batch-1 figures are kept as a cross-check note."""
+    With both, the reference's prefill, decode_b1 and decode_b8 figures are kept as
+    cross-check notes."""
     ref_dir = Path(reference or SHARED_REFERENCE)
     ref_paths = [str(ref_dir / n) for n in DEFAULT_GPU_JSONS if (ref_dir / n).exists()]
     own = project_gpu_json(folder)
