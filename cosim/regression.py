@@ -317,6 +317,9 @@ def activity(runs):
     simulator instead. ``mac_input_activity`` is the transition rate of the MAC baseline's
     input payload if it took the same layers' activations as a dense INT stream (every
     index of every token, zeros included; :func:`spikemllm.hw.mac_baseline.input_toggles`).
+    ``spikes_per_active_input`` is the spikes over the (token, index) pairs that fire
+    (:func:`spikemllm.sw.events.active_inputs`): how many SOPs one weight-row read could serve
+    in a datapath that held an input's row for all of a token's steps.
     """
     cases = [c for r in runs for c in r["cases"]
              if c["top"] == "spike_engine" and c["traffic"] == "free" and c.get("passed")]
@@ -327,6 +330,7 @@ def activity(runs):
     bits = sum(c.get("input_bit_cycles", 0) for c in real)
     spikes = sum(c.get("input_spikes", 0) for c in real)
     slots = sum(c.get("input_spike_slots", 0) for c in real)
+    active = sum(c.get("input_active_inputs", 0) for c in real)
     sources = sorted({_rel(c["source"].split("#")[0].replace("golden:", "")) for c in real})
     configs = sorted({c["config"] for c in real})
     rate = (toggles / bits) if bits else None
@@ -344,6 +348,8 @@ def activity(runs):
         "mac_input_activity": (mac_toggles / mac_bits) if mac_bits else None,
         "events_per_cycle": (ev / cyc) if cyc else None,
         "spike_density": (spikes / slots) if slots else None,
+        # spikes per (token, index) that fires: the weight-row reuse a token holds
+        "spikes_per_active_input": (spikes / active) if active else None,
         "cycles": cyc,
         "events": ev,
     }

@@ -33,7 +33,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeo
 from spikemllm.hw.engine import ENGINE_ID, REG
 from spikemllm.hw.params import HwParams
 from spikemllm.hw.mac_baseline import activation_bits, input_toggles
-from spikemllm.sw.events import EventLayout, events_to_counts, pack_weight_rows
+from spikemllm.sw.events import EventLayout, active_inputs, events_to_counts, pack_weight_rows
 
 from .bfm import StreamDriver, StreamSink, burst_pause, no_pause, random_pause, stream_ports
 from .scoreboard import Scoreboard, finish_case
@@ -307,6 +307,8 @@ async def run_entry(dut, entry_index):
         "spike_density": nonempty / slots if slots else None,
         "input_spikes": nonempty,
         "input_spike_slots": slots,
+        # (token, index) pairs that fire at all: the row reads of a once-per-token datapath
+        "input_active_inputs": active_inputs(case.events),
         "input_toggles": mon.toggles,
         "input_bit_cycles": mon.cycles * in_layout.width,
         # the same activations as a dense INT stream, for the MAC baseline's power

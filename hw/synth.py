@@ -1662,7 +1662,7 @@ def synth_once(params, targets, explicit, args, act, out_dir, wanted):
     if not used_designs:
         for comp in designs.values():  # each target that ran built its own (read_register)
             _silence_unused(comp)
-    _summarise(report)
+    _summarise(report, act)
     return report, failed
 
 
@@ -1673,9 +1673,10 @@ GOALS = (("sky130_fmax", "sky130 fmax of spike_engine (logic)", 200.0, "MHz"),
          ("ecp5_fmax", "ecp5 spike_engine fmax (default config fits)", 100.0, "MHz"))
 
 
-def _sram_bound_note(report, goal):
+def _sram_bound_note(report, goal, activity=None):
     """What a MAC/SOP ratio of ``goal`` leaves for the PE array's logic once its weight SRAM is
-    paid for; "" when the figures are missing."""
+    paid for, and what reading each row once per token would leave when ``activity`` has the
+    measured ``spikes_per_active_input``; "" when the figures are missing."""
     pe, mac = report.get("pe_array", {}), report.get("mac_baseline", {})
     try:
         logic = pe["energy_per_sop_logic_only_pj"]
@@ -1685,9 +1686,18 @@ def _sram_bound_note(report, goal):
         return ""
     head = (f"the weight SRAM costs {sram:.3g} pJ per SOP and 1/{goal:g} of the MAC lane's "
             f"{mac['energy_per_mac_pj']:.3g} pJ is {limit:.3g} pJ")
-    if sram >= limit:
-        return f"out of reach with this SRAM: {head}"
-    return f"{head}, which leaves {limit - sram:.3g} pJ for the PE logic (now {logic:.3g} pJ)"
+    if sram < limit:
+        return f"{head}, which leaves {limit - sram:.3g} pJ for the PE logic (now {logic:.3g} pJ)"
+    note = f"out of reach with this SRAM: {head}"
+    reuse = ((activity or {}).get("extra") or {}).get("spikes_per_active_input")
+    if isinstance(reuse, (int, float)) and reuse >= 1:
+        # the most a row held for all of a token's steps could save: one read per active input
+        held = sram / reuse
+        note += (f"; the measured spike trains fire each active input {reuse:.3g} times per "
+                 f"token, so a row read once per token and held for its steps would still cost "
+                 f"{held:.3g} pJ per SOP, {mac['energy_per_mac_pj'] / (logic + held):.3g}x with "
+                 f"the present PE logic")
+    return note
 
 
 def block_split_text(d):
@@ -1727,8 +1737,9 @@ def _engine_overhead_note(report):
     return note
 
 
-def check_goals(report):
-    """[{goal, value, target, met, note}] for the issue's targets that this run measured."""
+def check_goals(report, activity=None):
+    """[{goal, value, target, met, note}] for the issue's targets that this run measured
+    (``activity``: the run's, as :func:`load_activity` gives it, for the notes)."""
     got = {"sky130_fmax": report.get("fmax_mhz"),
            "energy_ratio": report.get("mac_over_sop_energy_ratio"),
            "energy_ratio_pe_array": report.get("pe_array", {}).get("mac_over_sop_energy_ratio")}
@@ -1752,7 +1763,7 @@ def check_goals(report):
             note = "; ".join(filter(None, (note, f"fastest of {len(runs)} nextpnr seeds "
                                                  f"(slowest {min(runs):.1f} MHz)")))
         if key == "energy_ratio_pe_array" and not met:
-            note = _sram_bound_note(report, goal)
+            note = _sram_bound_note(report, goal, activity)
         if key == "energy_ratio" and not met:
             note = _engine_overhead_note(report)
         out.append({"goal": key, "description": desc, "value": v, "target": goal, "unit": unit,
@@ -1760,7 +1771,7 @@ def check_goals(report):
     return out
 
 
-def _summarise(report):
+def _summarise(report, activity=None):
     """Top-level done-when keys from the sky130 results of spike_engine and mac_baseline."""
     sky = report["targets"].get("sky130", {}).get("designs", {})
     eng, base = sky.get(ENGINE), sky.get(BASELINE)
@@ -1802,7 +1813,7 @@ def _summarise(report):
             pe_r["mac_over_sop_energy_ratio"] = base["energy_per_mac_pj"] / pe_r["energy_per_sop_pj"]
             pe_r["mac_over_sop_energy_ratio_logic_only"] = (
                 base["energy_per_mac_logic_only_pj"] / pe_r["energy_per_sop_logic_only_pj"])
-    report["goals"] = check_goals(report)
+    report["goals"] = check_goals(report, activity)
 
 
 # ---------------------------------------------------------------------------------------------

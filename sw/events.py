@@ -25,7 +25,8 @@ from . import numerics as nx
 
 __all__ = [
     "MODALITY_TEXT", "MODALITY_VISION", "EVENT_DTYPE", "EventLayout",
-    "spikes_to_events", "events_to_spikes", "events_to_counts", "accumulate_events",
+    "spikes_to_events", "events_to_spikes", "events_to_counts", "active_inputs",
+    "accumulate_events",
     "fire_events",
     "pack_weight_rows", "unpack_weight_rows",
 ]
@@ -160,9 +161,7 @@ def events_to_counts(events, in_features, horner=True):
     ev = np.asarray(events)
     if len(ev) == 0:
         return np.zeros((0, in_features), dtype=np.int64)
-    if not ev["last_in_token"][-1]:
-        raise ValueError("the event stream must end with last_in_token")
-    token_id = np.concatenate([[0], np.cumsum(ev["last_in_token"][:-1].astype(np.int64))])
+    token_id = _token_ids(ev)
     n_tokens = int(token_id[-1]) + 1
     sign = np.where(ev["sign"] == 1, -1, 1) * (ev["empty"] == 0)
     if horner:
@@ -180,6 +179,28 @@ def events_to_counts(events, in_features, horner=True):
     M = np.zeros((n_tokens, in_features), dtype=np.int64)
     np.add.at(M, (token_id, ev["index"].astype(np.int64)), coef)
     return M
+
+
+def _token_ids(ev):
+    """Each event's token number, counted from the stream's own ``last_in_token`` flags."""
+    if not ev["last_in_token"][-1]:
+        raise ValueError("the event stream must end with last_in_token")
+    return np.concatenate([[0], np.cumsum(ev["last_in_token"][:-1].astype(np.int64))])
+
+
+def active_inputs(events):
+    """Number of (token, index) pairs with at least one spike: the weight-row reads a datapath
+    would make if it read each input's row once per token instead of once per event.
+
+    Non-empty events over this count is how often a token's active input fires across its
+    steps, the most a row held for all of a token's steps could be reused.
+    """
+    ev = np.asarray(events)
+    if len(ev) == 0:
+        return 0
+    spikes = ev["empty"] == 0
+    pairs = np.stack([_token_ids(ev)[spikes], ev["index"][spikes].astype(np.int64)])
+    return int(np.unique(pairs, axis=1).shape[1])
 
 
 def accumulate_events(events, w, horner=True):

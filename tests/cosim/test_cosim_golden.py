@@ -41,6 +41,11 @@ def test_engine_replays_real_spike_trains_bit_exact(config, golden_linear, cosim
     assert act["events_per_cycle"] == ev / cyc
     assert 0 < act["input_activity"] < 1 and 0 < act["spike_density"] < 1
     assert 0 < act["mac_input_activity"] < 1
+    # each (token, index) that fires does so at 1..T steps; the activity says how often
+    spikes = sum(c["input_spikes"] for c in free)
+    active = sum(c["input_active_inputs"] for c in free)
+    assert 0 < active < spikes and act["spikes_per_active_input"] == spikes / active
+    assert act["spikes_per_active_input"] <= cb.params.t_max
     # configuration inputs hold still during inference
     assert act["port_activity"]["cfg_*"] == act["port_activity"]["horner"] == 0.0
     try:

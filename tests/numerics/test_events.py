@@ -51,6 +51,20 @@ def test_event_order_and_markers():
     ]
 
 
+def test_active_inputs_counts_each_tokens_spiking_indices_once():
+    spikes = np.zeros((3, 2, 4), np.int8)
+    spikes[:, 0, 2] = [1, -1, 1]     # token 0, index 2 fires at every step: one active input
+    spikes[0, 0, 0] = -1
+    spikes[1, 1, 2] = 1              # the same index in another token counts again
+    ev = E.spikes_to_events(spikes, T=[3, 3])
+    assert E.active_inputs(ev) == 3
+    assert E.active_inputs(ev[:0]) == 0
+    silent = E.spikes_to_events(np.zeros((2, 1, 4), np.int8), T=[2])
+    assert len(silent) == 2 and E.active_inputs(silent) == 0   # placeholders only
+    with pytest.raises(ValueError, match="last_in_token"):
+        E.active_inputs(ev[:-1])
+
+
 def test_ternary_mode_accumulates_without_doubling():
     rng = np.random.default_rng(5)
     q = rng.integers(-7, 8, size=(3, 10))
