@@ -90,7 +90,8 @@ class HwParams:
         FPGA flow uses 2048, the depth of an ECP5 DP16KD at 9-bit width.
     firing_parts : int
         Parts of the firing unit's per-lane remainder, each with its own adder, 1..8
-        (default 4). Split, a step is short adders in parallel whose carries are added one
+        (default 5: every sky130 LANES point, gated and ungated, makes 200 MHz with it; see
+        docs/synthesis.md). Split, a step is short adders in parallel whose carries are added one
         step later: fast in standard cells (each part more is one pending-carry flip-flop
         per lane and one more part in the sign resolution). An FPGA's carry logic is fast
         over the whole width, and there the pending-carry resolution costs more than it
@@ -131,7 +132,7 @@ class HwParams:
     theta_bits: int = 24
     read_register: bool = False
     bram_rows: int = 0
-    firing_parts: int = 4
+    firing_parts: int = 5
     kv_sign_magnitude: bool = False
 
     def __post_init__(self):

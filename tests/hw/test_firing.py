@@ -80,10 +80,11 @@ def test_extremes():
     dict(firing_parts=1),                                  # one adder (the FPGA flow's)
     dict(firing_parts=2),
     dict(firing_parts=3),
+    dict(firing_parts=4),
     dict(firing_parts=6),
     dict(lanes=4, w_bits=4, t_max=4, in_max=16, frac_bits=4, theta_bits=16, firing_parts=1),
-], ids=["t_max1", "f0", "default", "one_part", "two_parts", "three_parts", "six_parts",
-         "small_one_part"])
+], ids=["t_max1", "f0", "default", "one_part", "two_parts", "three_parts", "four_parts",
+         "six_parts", "small_one_part"])
 def test_other_params(kw):
     """Other widths and part counts (and so other splits of the remainder into parts), with
     the largest |acc| of both signs and theta = 1, max and random."""
