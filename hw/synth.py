@@ -2160,16 +2160,35 @@ def sweep_row(rep, target):
             "reduced": r.get("reduced")}
 
 
+def sweep_goal_lines(target, rows):
+    """The issue's targets as reference lines for the sweep plot: ``{metric: (ys, label)}``,
+    one y per row. fmax gets the target's clock goal (it is asked of the default
+    configuration; the line shows which points keep it); sky130's energy per SOP gets 1/3
+    of each point's MAC-lane energy (the ratio goal), where every point has one."""
+    goal = {key: value for key, _, value, _ in GOALS}
+    lines = {}
+    fmax = {"sky130": goal["sky130_fmax"], "ecp5": goal["ecp5_fmax"]}.get(target)
+    if fmax is not None:
+        lines["fmax_mhz"] = ([fmax] * len(rows), f"target {fmax:g} MHz")
+    macs = [r.get("energy_per_mac_pj") for r in rows]
+    if target == "sky130" and rows and all(m is not None for m in macs):
+        ratio = goal["energy_ratio"]
+        lines["energy_per_sop_pj"] = ([m / ratio for m in macs], f"target: MAC / {ratio:g}")
+    return lines
+
+
 def plot_sweep(rows, name, target, path, design=ENGINE):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     metrics = SWEEP_METRICS[target]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.2))
     axes = [axes] if len(metrics) == 1 else list(axes)
     xs = [r[name] for r in rows]
+    goals = sweep_goal_lines(target, rows)
     for ax, (key, label) in zip(axes, metrics):
         ys = [r.get(key) for r in rows]
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
@@ -2183,10 +2202,14 @@ def plot_sweep(rows, name, target, path, design=ENGINE):
             pts = [(x, r.get(k2)) for x, r in zip(xs, rows) if r.get(k2) is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=lab)
-        if extra:
-            ax.legend(fontsize=7)
+        if key in goals:
+            ax.plot(xs, goals[key][0], ":", color="tab:red", label=goals[key][1])
+        if extra or key in goals:   # under the axes: the lines fill the plot area
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         if key == "energy_per_sop_pj":
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())   # plain pJ, not 4x10^0
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xscale("log", base=2)
         ax.set_xlabel(name.upper())
         ax.set_title(label, fontsize=9)

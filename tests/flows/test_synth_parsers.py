@@ -284,7 +284,8 @@ def test_rtl_style_per_target():
     assert S.target_params(base, "sky130") == base
     got = {t: (p.read_register, p.bram_rows, p.firing_parts, p.kv_sign_magnitude)
            for t, p in ((t, S.target_params(base, t)) for t in S.TARGETS)}
-    assert got == {"generic": (False, 0, 4, False), "sky130": (False, 0, 4, False),
+    parts = base.firing_parts   # the asic style keeps the HwParams default
+    assert got == {"generic": (False, 0, parts, False), "sky130": (False, 0, parts, False),
                    "ice40": (True, 2048, 1, True), "ecp5": (True, 2048, 1, True)}
     assert all(S.target_params(base, t, "fpga").read_register for t in S.TARGETS)
     assert not any(S.target_params(base, t, "asic").read_register for t in S.TARGETS)
@@ -463,3 +464,16 @@ def test_sta_report_gives_the_annotated_net_count():
     rep = S.parse_sta_report(STA_TEXT + "net activity: 7429 of 7431 nets\n")
     assert rep["nets_annotated"] == 7429 and rep["nets"] == 7431
     assert "nets" not in S.parse_sta_report(STA_TEXT)
+
+
+def test_sweep_plot_draws_the_issue_targets():
+    rows = [{"lanes": 8, "energy_per_mac_pj": 6.9}, {"lanes": 16, "energy_per_mac_pj": 6.6}]
+    lines = S.sweep_goal_lines("sky130", rows)
+    assert lines["fmax_mhz"] == ([200.0, 200.0], "target 200 MHz")
+    ys, label = lines["energy_per_sop_pj"]
+    assert ys == pytest.approx([2.3, 2.2]) and label == "target: MAC / 3"
+    # a point without its MAC lane gets no ratio line; ecp5 has only its clock goal
+    rows[1]["energy_per_mac_pj"] = None
+    assert "energy_per_sop_pj" not in S.sweep_goal_lines("sky130", rows)
+    assert S.sweep_goal_lines("ecp5", rows) == {"fmax_mhz": ([100.0, 100.0], "target 100 MHz")}
+    assert S.sweep_goal_lines("generic", rows) == {}
