@@ -29,7 +29,15 @@ read port), generated with OpenRAM and published in https://github.com/VLSIDA/sk
     and clocked (``simulation.py``: ``add_noop_clock_one_port`` and ``add_read`` put a noop on
     every other port), so idle is charged once per macro-cycle, not per port;
   - ``cell_leakage_power`` 0.0009117994 mW -> 0.1113 nW/bit;
-  - ``minimum_period`` 6.875 ns (145.5 MHz): the macro's own clock limit.
+  - ``minimum_period`` 6.875 ns (145.5 MHz): the macro's own clock limit, and
+    ``min_pulse_width`` 3.4375 ns, high and low;
+  - read data: ``dout0``/``dout1`` are ``timing_type : falling_edge`` of their port clock,
+    ``cell_rise``/``cell_fall`` 2.870..3.382 ns (``dout0``) and 3.024..3.164 ns (``dout1``)
+    over the slew and load table: a word read at a rising edge is valid 3.382 ns (the
+    table's worst) after the following falling edge, i.e. after half a clock period more.
+    ``spikemllm synth`` times the logic behind the memories with that (``SramTech.
+    read_delay_ns`` from the falling edge) for ``fmax_mhz_with_sram_macro``; the address,
+    data and enable setups are negative (-1.77..-0.25 ns) and are taken as 0.
 
   (Read as Liberty energies, rise + fall pJ per cycle, the same numbers give 0.1695 pJ/bit
   per read, 3.4x less; the flow used that reading until 2026-11-29.)
@@ -60,6 +68,8 @@ class SramTech:
     idle_pj_per_bit: float
     leakage_nw_per_bit: float
     min_period_ns: float
+    min_pulse_width_ns: float
+    read_delay_ns: float
     source: str
 
     def to_dict(self):
@@ -69,6 +79,8 @@ class SramTech:
 _MACRO_BITS = 32 * 256
 _MACRO_AREA = 493.38 * 400.22
 _MACRO_PERIOD_NS = 6.875  # liberty minimum_period: OpenRAM's characterisation period
+_MACRO_PULSE_NS = 3.4375  # liberty min_pulse_width, high and low
+_MACRO_READ_NS = 3.382    # dout cell_rise/cell_fall, worst of the table, from the falling edge
 _MACRO_WORD = 32
 
 
@@ -86,9 +98,12 @@ SKY130_OPENRAM = SramTech(
     idle_pj_per_bit=_access_pj_per_bit(1.071456, 1.008020),
     leakage_nw_per_bit=0.0009117994 * 1e6 / _MACRO_BITS,
     min_period_ns=_MACRO_PERIOD_NS,
+    min_pulse_width_ns=_MACRO_PULSE_NS,
+    read_delay_ns=_MACRO_READ_NS,
     source="VLSIDA/sky130_sram_macros sky130_sram_1kbyte_1rw1r_32x256_8: LEF SIZE 493.38 x "
            "400.22 um (commit 0178860d); TT_1p8V_25C liberty clk internal_power (OpenRAM's "
-           "average mW per cycle, x minimum_period 6.875 ns) and cell_leakage_power "
+           "average mW per cycle, x minimum_period 6.875 ns), cell_leakage_power, "
+           "minimum_period, min_pulse_width and the dout falling_edge delays "
            "(commit 261a97b2). Estimates, linear per-bit extrapolation.",
 )
 

@@ -796,7 +796,7 @@ def load_synth(path, explicit):
                          "source": "assumed equal to the spike engine's (" + inputs[base]["source"] + ")"}
         return inputs
 
-    # clock: the SRAM macro's own limit applies when it is lower than the logic's
+    # clock: the memories timed as the SRAM macro, when that is slower than the logic alone
     f, fk = _first(d, ["fmax_mhz"])
     fs, _ = _first(d, ["fmax_mhz_with_sram_macro"])
     pf, _ = _first(d, ["pe_array.fmax_mhz"])
@@ -810,7 +810,7 @@ def load_synth(path, explicit):
     if mf:
         inputs["mac_fmax_mhz"] = {"value": min(mf, ms) if ms else mf,
                                   "source": src + " (mac_baseline.fmax_mhz"
-                                  + (f" {mf:.4g}, capped by its SRAM macro at {ms:.4g})" if ms else ")")}
+                                  + (f" {mf:.4g}; {ms:.4g} with its SRAM macro's timing)" if ms else ")")}
     else:
         inputs["mac_fmax_mhz"] = {"value": inputs["fmax_mhz"]["value"],
                                   "source": "assumed equal to the spike engine's clock"}

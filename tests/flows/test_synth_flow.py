@@ -12,7 +12,7 @@ from spikemllm.cli import main
 from spikemllm.hw import synth as S
 from spikemllm.hw.params import HwParams
 from spikemllm.hw.sram_model import SramMacro, sram_area_um2, sram_power_mw
-from spikemllm.hw.tools import find_tool, resolve_liberty
+from spikemllm.hw.tools import find_tool, resolve_liberty, unpack_liberty
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -243,6 +243,41 @@ def test_sky130_done_when_keys(tmp_path):
             assert sum(b["cells"] for b in by.values()) == d["std_cells"]
     md = (out / "synth.md").read_text()
     assert "spike_engine logic power by block" in md and "pJ/SOP" in md
+
+
+def _macro_period_from(work, design, start_ns):
+    """The period the macro-timing bisection settles on when it starts at ``start_ns``."""
+    (work / "check.tcl").write_text(S.sta_macro_period_script(design, "sky130hd_tt.lib",
+                                                              start_ns))
+    text, _ = S._run_tool([find_tool("sta"), "-no_splash", "-exit", "check.tcl"], work,
+                          "check.log")
+    return S.macro_timing(text)["paths_min_period_ns"]
+
+
+@needs_sky130
+def test_sky130_fmax_with_the_macros_read_timing(tmp_path):
+    out = tmp_path / "synth"
+    assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
+                  "--out", str(out)) == 0
+    rep = json.loads((out / "synth.json").read_text())
+    pe = rep["targets"]["sky130"]["designs"]["pe_array"]
+    mt = pe["timing_with_sram_macro"]
+    assert pe["fmax_mhz_with_sram_macro"] == pytest.approx(1000 / mt["min_period_ns"])
+    assert mt["min_period_ns"] == max(mt["paths_min_period_ns"], 6.875)
+    # the lanes add the row read in the cycle before: its data, 3.382 ns after the macro
+    # clock's falling edge, gets half a period, so the logic's own period is not enough
+    assert mt["limited_by"] == "the read data's path"
+    assert mt["paths_min_period_ns"] > 2 * 3.382 > 1000 / pe["fmax_mhz"]
+    # the bisection's period meets setup (a start there stays put) and 10 ps less does not
+    work = out / "sky130"
+    lib = unpack_liberty(resolve_liberty(), work)
+    try:
+        per = mt["paths_min_period_ns"]
+        assert _macro_period_from(work, "pe_array", per) == pytest.approx(per, abs=1e-6)
+        assert _macro_period_from(work, "pe_array", per - 0.01) > per - 0.01 + 1e-6
+    finally:
+        lib.unlink()
+    assert "With the OpenRAM macro's read timing" in (out / "synth.md").read_text()
 
 
 @needs_sky130

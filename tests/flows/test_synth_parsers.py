@@ -128,6 +128,61 @@ def test_sta_garbage_gives_nothing():
     assert S.parse_sta_report("Error: cannot read liberty\n") == {}
 
 
+# The head of `report_checks` at the period the macro-timing bisection found, on pe_array's
+# sky130 netlist with sram_macro_stub.liberty (lanes=32; the path is cut).
+STA_MACRO_TEXT = """\
+spk_macro_min_period 13.535025076904297
+Startpoint: weights.rd[0].data[4].q
+            (falling edge-triggered flip-flop clocked by clk)
+Endpoint: o_stream__payload_sky130_fd_sc_hd__dfxtp_1_Q_744
+          (rising edge-triggered flip-flop clocked by clk)
+Path Group: clk
+Path Type: max
+"""
+
+
+def test_macro_stub_liberty_launches_read_data_after_the_falling_edge():
+    ideal = (S.SCRIPTS / "sram_stub.liberty").read_text()
+    lib = S.sram_macro_stub_liberty()
+    q = lib[lib.index("cell (spk_sram_q)"):lib.index("cell (spk_sram_d)")]
+    assert "timing_type : falling_edge;" in q and "rising_edge" not in q
+    delay = S.SKY130_OPENRAM.read_delay_ns
+    assert q.count(f'values ("{delay}")') == 2 and delay == 3.382  # dout0's worst table entry
+    # the write-side stub (address, data, enable setup) is the ideal one's
+    d = lambda text: text[text.index("cell (spk_sram_d)"):]  # noqa: E731
+    assert d(lib) == d(ideal)
+
+
+def test_macro_timing_names_what_limits_the_clock():
+    mt = S.macro_timing(STA_MACRO_TEXT)
+    assert mt["paths_min_period_ns"] == pytest.approx(13.535025)
+    assert mt["min_period_ns"] == mt["paths_min_period_ns"]
+    assert mt["limited_by"] == "the read data's path"
+    assert mt["startpoint"] == "weights.rd[0].data[4].q"
+    fast = S.macro_timing(STA_MACRO_TEXT.replace("13.535025076904297", "4.1"))
+    assert fast["min_period_ns"] == 6.875 == fast["macro_min_period_ns"]
+    assert fast["limited_by"] == "the macro's minimum period"
+    with pytest.raises(S.ToolError, match="spk_macro_min_period"):
+        S.macro_timing("Error: no design\n")
+
+
+def test_macro_period_script_bisects_from_the_logic_period():
+    tcl = S.sta_macro_period_script("pe_array", "sky130hd_tt.lib", 4.5)
+    assert "read_liberty sram_macro_stub.liberty" in tcl and "sram_stub.liberty" not in tcl.replace(
+        "sram_macro_stub.liberty", "")
+    assert "set lo 4.500000" in tcl and "$hi - $lo > 0.002" in tcl
+    assert tcl.index('puts "spk_macro_min_period $hi"') < tcl.index("report_checks")
+
+
+def test_macro_fmax_goal_explains_the_read_path():
+    rep = {"fmax_mhz": 225.0, "fmax_mhz_with_sram_macro": 1000 / 13.535,
+           "timing_with_sram_macro": S.macro_timing(STA_MACRO_TEXT), "targets": {}}
+    g = {g["goal"]: g for g in S.check_goals(rep)}["sky130_fmax_sram_macro"]
+    assert g["met"] is False and g["shortfall"] == pytest.approx(200 * 13.535 / 1000)
+    assert "3.382 ns after its clock's falling edge" in g["note"]
+    assert "13.54 ns period" in g["note"] and "two ports" in g["note"]
+
+
 def test_nextpnr_log_takes_the_last_fmax():
     r = S.parse_nextpnr_log(NEXTPNR_LOG)
     assert r["fmax_mhz"] == {"clk$SB_IO_IN_$glb_clk": pytest.approx(41.75)}
