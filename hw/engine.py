@@ -146,7 +146,8 @@ class SpikeEngine(wiring.Component):
 
     #: cycles from accepting a token's last event to its first output event (valid high),
     #: with the firing unit idle: PE array latency + firing latency (``self.latency`` adds
-    #: the PE array's read register when ``params.read_register`` is set)
+    #: the PE array's read register when ``params.read_register`` is set, and its two
+    #: alternating-port cycles with ``params.alternating_ports``)
     LATENCY = TernaryAccumulatorArray.LATENCY + TcLifFiring.LATENCY
     #: input events per clock, sustained while the firing unit keeps up
     THROUGHPUT = 1
@@ -157,8 +158,9 @@ class SpikeEngine(wiring.Component):
         if not isinstance(kv_cache, bool):
             raise ValueError(f"kv_cache must be True or False, not {kv_cache!r}")
         self.params = params
-        self.latency = self.LATENCY + (TernaryAccumulatorArray.READ_REGISTER_CYCLES
-                                       if params.read_register else 0)
+        self.latency = self.LATENCY + (
+            TernaryAccumulatorArray.READ_REGISTER_CYCLES if params.read_register else
+            TernaryAccumulatorArray.ALTERNATING_PORTS_CYCLES if params.alternating_ports else 0)
         kv = _kv_cache_module() if kv_cache else None
         # K and V caches; only K is scored against Q, so V is built without a score unit
         self.k_cache = kv.kv_cache_from_params(params) if kv else None

@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser):
                    help="with --read-register: KV caches store magnitude planes and one sign "
                         "word per vector (8/14 of the bits at t_kv 7; fits the default on an "
                         "LFE5U-85F)")
+    g.add_argument("--alternating-ports", action="store_true",
+                   help="without --read-register: read the weight memories through the SRAM "
+                        "macro's two ports in turn, each clocked every other cycle (the "
+                        "OpenRAM macro then no longer limits the clock; +2 cycles of latency)")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder (default %(default)s)")
     parser.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
 
@@ -71,7 +75,8 @@ def params_from_args(args) -> HwParams:
                     kv_depth=args.kv_depth, heads=args.heads, head_dim=args.head_dim,
                     t_kv=args.t_kv, frac_bits=args.frac_bits, theta_bits=args.theta_bits,
                     read_register=args.read_register, bram_rows=args.bram_rows,
-                    firing_parts=args.firing_parts, kv_sign_magnitude=args.kv_sign_magnitude)
+                    firing_parts=args.firing_parts, kv_sign_magnitude=args.kv_sign_magnitude,
+                    alternating_ports=args.alternating_ports)
 
 
 def _kv_cache_factory():

@@ -290,8 +290,9 @@ class PeArrayHarness(_Harness):
         super().__init__(TernaryAccumulatorArray(params=params), mutant=mutant)
         self.params = params
         # vectors in flight the design can hold (asserted): the offered one and a token
-        # ended in the pipeline; the fpga style's output register and extra stage add one
-        self.in_flight = 3 if params.read_register else 2
+        # ended in the pipeline; the fpga style's output register and extra stage add one,
+        # the alternating ports' two read stages two
+        self.in_flight = 3 if params.read_register else 4 if params.alternating_ports else 2
         self.QUEUE = self.in_flight + 1  # shadow vectors
 
     def elaborate(self, platform):
@@ -301,9 +302,10 @@ class PeArrayHarness(_Harness):
         rst, was_rst = _rst_tracker(m)
         StreamRules(m, dut.i_stream, name="i_stream", output=False, was_rst=was_rst)
         StreamRules(m, dut.w_stream, name="w_stream", output=False, was_rst=was_rst,
-                    cover=False)  # always ready: it never waits
+                    cover=p.alternating_ports)  # otherwise always ready: it never waits
         StreamRules(m, dut.o_stream, name="o_stream", output=True, was_rst=was_rst)
-        m.d.comb += Assert(dut.w_stream.ready, "w_stream not always ready")
+        if not p.alternating_ports:
+            m.d.comb += Assert(dut.w_stream.ready, "w_stream not always ready")
 
         # horner (CTRL) only changes while the array is idle and offered nothing (the
         # engine's STATUS.busy includes i_stream.valid), as documented
@@ -323,7 +325,7 @@ class PeArrayHarness(_Harness):
             m.d.comb += Assume(~(accept & ~ev.empty & w.valid & (w.payload.addr == ev.index)))
         rows = [Signal(p.row_bits, name=f"row{r}", reset_less=True) for r in range(p.in_max)]
         for r in range(p.in_max):
-            with m.If(w.valid & (w.payload.addr == r)):
+            with m.If(w.valid & w.ready & (w.payload.addr == r)):
                 m.d.sync += rows[r].eq(w.payload.data)
         row = Signal(p.row_bits)
         for r in range(p.in_max):
@@ -629,6 +631,7 @@ _FIRING_P = HwParams(lanes=2, w_bits=2, t_max=3, in_max=2, kv_depth=2, heads=1, 
 _PE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2, t_kv=1,
                  frac_bits=1, theta_bits=3)
 _PE_P_FPGA = dataclasses.replace(_PE_P, read_register=True, bram_rows=2)
+_PE_P_ALT = dataclasses.replace(_PE_P, alternating_ports=True)
 _ENGINE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)
 
@@ -655,6 +658,13 @@ PROOFS = (
           "on registered state; up to three vectors in flight; no row written in the cycle "
           "an event that reads it is accepted",
           lambda mutant: PeArrayHarness(params=_PE_P_FPGA, mutant=mutant),
+          depth=12, cover_depth=12, mutant_fails="vector != shadow"),
+    Proof("pe_array_alternating", "TernaryAccumulatorArray (alternating ports)",
+          _describe(_PE_P_ALT) + " alternating_ports",
+          "as pe_array, with the weight row read through two alternating SRAM ports and "
+          "registered two cycles later: any stall pattern, weights written (every other "
+          "cycle) at any time; up to four vectors in flight",
+          lambda mutant: PeArrayHarness(params=_PE_P_ALT, mutant=mutant),
           depth=12, cover_depth=12, mutant_fails="vector != shadow"),
     Proof("kv_cache_flags", "SpikeKvCache", "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False",
           "count <= depth, full == (count == depth), count moves only by +1 on an accepted "

@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .alternating_memory import AlternatingPortMemory
 from .registered_memory import RegisteredReadMemory, check_read_register, result_stall
 
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
@@ -107,13 +108,20 @@ class DenseMacLanes(wiring.Component):
         ``last`` reaches the accumulators; that stall is a flip-flop, as in the PE array.
     bram_rows : int
         With ``read_register``: rows per read bank (``HwParams.bram_rows``; 0: one bank).
+    alternating_ports : bool
+        Without ``read_register``: read the weights through an
+        :class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`, as
+        ``HwParams.alternating_ports`` does in the PE array: the row is registered two
+        cycles after its address (ALTERNATING_PORTS_CYCLES more latency), an input is
+        accepted only when its cycle's port is free, and ``w_stream`` takes a row in a
+        cycle of port 0 with no input offered (every other cycle at most).
 
     Members
     -------
     i_stream : In(stream.Signature(StructLayout{index, activation, last}))
         One MAC input per cycle.
     w_stream : In(stream.Signature(StructLayout{addr, row}))
-        Weight memory writes (always ready).
+        Weight memory writes (always ready; with ``alternating_ports`` every other cycle).
     o_stream : Out(stream.Signature(ArrayLayout(signed(acc_bits), lanes)))
         The sums at ``last``: the accumulators, or with ``read_register`` their output
         register.
@@ -123,11 +131,13 @@ class DenseMacLanes(wiring.Component):
     LATENCY = 3
     #: cycles that ``read_register`` adds to LATENCY
     READ_REGISTER_CYCLES = 2
+    #: cycles that ``alternating_ports`` adds to LATENCY
+    ALTERNATING_PORTS_CYCLES = AlternatingPortMemory.READ_LATENCY
     #: Inputs accepted per cycle when ``o_stream`` is not stalled.
     THROUGHPUT = 1
 
     def __init__(self, *, lanes, w_bits, a_bits, in_max, acc_bits=None, read_register=False,
-                 bram_rows=0):
+                 bram_rows=0, alternating_ports=False):
         try:
             _check_int("lanes", lanes, 1, 1024)
             _check_int("w_bits", w_bits, 2, 16)
@@ -137,13 +147,22 @@ class DenseMacLanes(wiring.Component):
                 acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
             _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
             check_read_register(read_register, bram_rows)
+            if not isinstance(alternating_ports, bool):
+                raise ValueError(f"alternating_ports must be True or False, not "
+                                 f"{alternating_ports!r}")
+            if alternating_ports and read_register:
+                raise ValueError("alternating_ports needs read_register=False, not "
+                                 "read_register=True")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
         self.lanes, self.w_bits, self.a_bits = lanes, w_bits, a_bits
         self.in_max, self.acc_bits = in_max, acc_bits
         self.read_register, self.bram_rows = read_register, bram_rows
-        self.latency = self.LATENCY + (self.READ_REGISTER_CYCLES if read_register else 0)
+        self.alternating_ports = alternating_ports
+        self.latency = self.LATENCY + (
+            self.READ_REGISTER_CYCLES if read_register else
+            self.ALTERNATING_PORTS_CYCLES if alternating_ports else 0)
         self.in_layout = input_layout(a_bits=a_bits, in_max=in_max)
         self.weight_layout = data.StructLayout({
             "addr": self.in_layout["index"].shape, "row": unsigned(lanes * w_bits)})
@@ -164,6 +183,11 @@ class DenseMacLanes(wiring.Component):
                 no_rw_check=True)
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
+        elif self.alternating_ports:
+            m.submodules.weights = weights = AlternatingPortMemory(
+                shape=unsigned(lanes * w_bits), depth=self.in_max)
+            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
+            rd_addr, rd_en = weights.r_addr, weights.r_en
         else:
             m.submodules.weights = weights = Memory(
                 shape=unsigned(lanes * w_bits), depth=self.in_max, init=[])
@@ -172,7 +196,7 @@ class DenseMacLanes(wiring.Component):
             wr_addr, wr_data, wr_en, rd_addr, rd_en = wr.addr, wr.data, wr.en, rd.addr, rd.en
 
         m.d.comb += [
-            self.w_stream.ready.eq(1),
+            self.w_stream.ready.eq(weights.w_ready if self.alternating_ports else 1),
             wr_addr.eq(self.w_stream.payload.addr),
             wr_data.eq(self.w_stream.payload.row),
             wr_en.eq(self.w_stream.valid),
@@ -182,15 +206,19 @@ class DenseMacLanes(wiring.Component):
         if not self.read_register:
             # One global stall: a finished vector is offered and not taken.
             m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
-        m.d.comb += self.i_stream.ready.eq(~stall)
-
         # Stage 1: weight row read (the read port holds its data while stalled).
         s1_valid, s1_last = Signal(), Signal()
         s1_act = Signal(signed(self.a_bits))
-        m.d.comb += [rd_addr.eq(self.i_stream.payload.index), rd_en.eq(~stall)]
+        m.d.comb += rd_addr.eq(self.i_stream.payload.index)
+        if self.alternating_ports:
+            # the memory issues only to a free port, and holds its reads with the pipeline
+            m.d.comb += [weights.hold.eq(stall), rd_en.eq(self.i_stream.valid),
+                         self.i_stream.ready.eq(weights.r_ready)]
+        else:
+            m.d.comb += [rd_en.eq(~stall), self.i_stream.ready.eq(~stall)]
         with m.If(~stall):
             m.d.sync += [
-                s1_valid.eq(self.i_stream.valid),
+                s1_valid.eq(self.i_stream.valid & self.i_stream.ready),
                 s1_last.eq(self.i_stream.payload.last),
                 s1_act.eq(self.i_stream.payload.activation),
             ]
@@ -210,6 +238,15 @@ class DenseMacLanes(wiring.Component):
                 m.d.sync += [row.eq(weights.r_data), q_valid.eq(r_valid), q_last.eq(r_last),
                              q_act.eq(r_act)]
             s1_valid, s1_last, s1_act = q_valid, q_last, q_act
+        elif self.alternating_ports:
+            # the memory registers the row at the end of stage r; stage q adds it
+            stages = [[Signal(name=f"{n}_valid"), Signal(name=f"{n}_last"),
+                       Signal(signed(self.a_bits), name=f"{n}_act")] for n in ("r", "q")]
+            with m.If(~stall):
+                m.d.sync += [a.eq(b) for a, b in zip(stages[0], (s1_valid, s1_last, s1_act))]
+                m.d.sync += [a.eq(b) for a, b in zip(stages[1], stages[0])]
+            s1_valid, s1_last, s1_act = stages[1]
+            row = weights.r_data
         else:
             row = rd.data
 

@@ -103,6 +103,14 @@ class HwParams:
         makes reads back and scores unchanged (see
         :class:`~spikemllm.hw.kv_cache.SpikeKvCache`). The FPGA flow turns it on: at the
         default sizes it is what lets the engine's memories fit an LFE5U-85F.
+    alternating_ports : bool
+        Without ``read_register`` (the ASIC style): read the weight memories (the PE array's,
+        the dense MAC baseline's) through the SRAM macro's two ports in turn, each clocked
+        every other cycle (:class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`;
+        default False). The cited OpenRAM macro allows 145 MHz per port and drives its read
+        data 3.382 ns after its clock's falling edge; so read, it no longer limits the clock
+        to about 70 MHz. Two more cycles of latency in the PE array and the MAC baseline,
+        weights written every other cycle. The KV caches do not use it yet.
 
     Derived
     -------
@@ -134,6 +142,7 @@ class HwParams:
     bram_rows: int = 0
     firing_parts: int = 5
     kv_sign_magnitude: bool = False
+    alternating_ports: bool = False
 
     def __post_init__(self):
         _pow2_in("lanes", self.lanes, 2, 1024)
@@ -160,6 +169,12 @@ class HwParams:
                              f"{self.kv_sign_magnitude!r}")
         if self.kv_sign_magnitude and not self.read_register:
             raise ValueError("kv_sign_magnitude needs read_register, not read_register=False")
+        if not isinstance(self.alternating_ports, bool):
+            raise ValueError(f"alternating_ports must be True or False, not "
+                             f"{self.alternating_ports!r}")
+        if self.alternating_ports and self.read_register:
+            raise ValueError("alternating_ports is for the asic style: it needs "
+                             "read_register=False, not read_register=True")
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits = {self.acc_bits} exceeds 64 (t_max={self.t_max}, "
                              f"in_max={self.in_max}, w_bits={self.w_bits}); lower one of them")

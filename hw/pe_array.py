@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .alternating_memory import AlternatingPortMemory
 from .params import HwParams
 from .registered_memory import RegisteredReadMemory, result_stall
 from .split_accumulator import split_accumulator
@@ -59,17 +60,27 @@ class TernaryAccumulatorArray(wiring.Component):
     a flip-flop with no LUT before it. With a ready sink a token of one event, right after
     another token, waits one cycle.
 
+    With ``params.alternating_ports`` (asic style) the weight memory is an
+    :class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`: reads alternate between
+    the SRAM macro's two ports, each clocked every other cycle, and the row is registered two
+    cycles after its address, so the lanes add in cycle c+3: LATENCY +
+    ALTERNATING_PORTS_CYCLES. An event is accepted only when its cycle's port is free (after
+    an odd-length stall, one bubble); ``w_stream`` takes a row in a cycle of port 0 with no
+    event offered (every other cycle at most): load the weights before the events. The lanes are those of the asic style, fed from the registered
+    row.
+
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
     index at most once per step, at most T_MAX steps per token).
 
     The weight memory (depth IN_MAX, width LANES*W_BITS) is written through ``w_stream``
-    (always ready, one row per cycle). A row written in the cycle an event that reads it is
-    accepted gives the old row; with ``params.read_register`` (the fpga style) it gives an
-    undefined row instead: the banks carry Yosys's ``no_rw_check`` attribute, so FPGA flows
-    build no read-old-data logic between the block RAMs and the read registers (simulation
-    still gives the old row). Load the weights before the events that read them. Reset
-    clears the pipeline and accumulators, not the weights.
+    (always ready, one row per cycle; see ``alternating_ports`` below). A row written in the
+    cycle an event that reads it is accepted gives the old row; with
+    ``params.read_register`` (the fpga style) it gives an undefined row instead: the banks
+    carry Yosys's ``no_rw_check`` attribute, so FPGA flows build no read-old-data logic
+    between the block RAMs and the read registers (simulation still gives the old row).
+    Load the weights before the events that read them. Reset clears the pipeline and
+    accumulators, not the weights.
 
     Parameters
     ----------
@@ -81,7 +92,8 @@ class TernaryAccumulatorArray(wiring.Component):
     i_stream : In(stream.Signature(event_layout(in_max, t_max)))
         Address events.
     w_stream : In(stream.Signature(weight_write_layout(params)))
-        Weight-row writes ``{addr, data}``; ``ready`` is always 1.
+        Weight-row writes ``{addr, data}``; ``ready`` is always 1 (with
+        ``alternating_ports``: in every other cycle).
     o_stream : Out(stream.Signature(acc_vector_layout(params)))
         One ``{acc[LANES], modality}`` per token.
     horner : In(1)
@@ -94,6 +106,8 @@ class TernaryAccumulatorArray(wiring.Component):
     LATENCY = 2
     #: cycles that ``params.read_register`` adds to LATENCY
     READ_REGISTER_CYCLES = 1
+    #: cycles that ``params.alternating_ports`` adds to LATENCY
+    ALTERNATING_PORTS_CYCLES = AlternatingPortMemory.READ_LATENCY
     #: events accepted per clock, sustained across step and token ends while o_stream is ready
     THROUGHPUT = 1
     #: without ``read_register``: the accumulators' low bits, clocked in every cycle (the rest
@@ -107,7 +121,9 @@ class TernaryAccumulatorArray(wiring.Component):
             raise ValueError(f"params must be a HwParams, not {params!r}")
         self.params = params
         self.acc_low_bits = min(params.acc_bits, max(params.w_bits, self.ACC_LOW_BITS))
-        self.latency = self.LATENCY + (self.READ_REGISTER_CYCLES if params.read_register else 0)
+        self.latency = self.LATENCY + (
+            self.READ_REGISTER_CYCLES if params.read_register else
+            self.ALTERNATING_PORTS_CYCLES if params.alternating_ports else 0)
         super().__init__({
             "i_stream": In(stream.Signature(event_layout(params.in_max, params.t_max))),
             "w_stream": In(stream.Signature(weight_write_layout(params))),
@@ -120,10 +136,16 @@ class TernaryAccumulatorArray(wiring.Component):
         p = self.params
         m = Module()
 
+        alternate = p.alternating_ports
         if p.read_register:
             m.submodules.weights = weights = RegisteredReadMemory(
                 shape=unsigned(p.row_bits), depth=p.in_max, bank_rows=p.bram_rows,
                 no_rw_check=True)
+            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
+            rd_addr, rd_en = weights.r_addr, weights.r_en
+        elif alternate:
+            m.submodules.weights = weights = AlternatingPortMemory(
+                shape=unsigned(p.row_bits), depth=p.in_max)
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
         else:
@@ -137,19 +159,22 @@ class TernaryAccumulatorArray(wiring.Component):
             wr_addr.eq(self.w_stream.payload.addr),
             wr_data.eq(self.w_stream.payload.data),
             wr_en.eq(self.w_stream.valid),
-            self.w_stream.ready.eq(1),
+            self.w_stream.ready.eq(weights.w_ready if alternate else 1),
         ]
 
         # Stage 1 holds the flags of the event whose weight row is on rd.data.
         s1 = _EventFlags("s1")
-        # the stage whose event the lanes add: stage 2 with read_register
-        ev = _EventFlags("s2") if p.read_register else s1
+        # the stage whose event the lanes add: stage 2 with read_register, 3 with alternating
+        # ports (stage 2: the row is registered at its end)
+        s2 = _EventFlags("s2") if alternate else None
+        ev = _EventFlags("s2") if p.read_register else _EventFlags("s3") if alternate else s1
         in_token = Signal()  # events of an unfinished token were accepted
 
         o_valid = Signal()
         fresh = Signal()  # the accumulators hold a finished vector: the next event loads
         stall = Signal()
-        last_valid = s1.valid | ev.valid if p.read_register else s1.valid
+        last_valid = (s1.valid | ev.valid if p.read_register else
+                      s1.valid | s2.valid | ev.valid if alternate else s1.valid)
         if p.read_register:
             # The stall (ev.valid & ev.token_end & o_valid, registered state only) is itself a
             # flip-flop: its net reaches every weight block RAM's read enable.
@@ -161,12 +186,16 @@ class TernaryAccumulatorArray(wiring.Component):
             stall_when = ev.valid & o_valid & ~self.o_stream.ready
         m.d.comb += [
             stall.eq(stall_when),
-            self.i_stream.ready.eq(~stall),
             rd_addr.eq(self.i_stream.payload.index),
-            rd_en.eq(~stall),
             self.o_stream.valid.eq(o_valid),
             self.busy.eq(in_token | last_valid | o_valid),
         ]
+        if alternate:
+            # the memory issues only to a free port, and holds its reads with the pipeline
+            m.d.comb += [weights.hold.eq(stall), rd_en.eq(self.i_stream.valid),
+                         self.i_stream.ready.eq(weights.r_ready)]
+        else:
+            m.d.comb += [self.i_stream.ready.eq(~stall), rd_en.eq(~stall)]
 
         accept = self.i_stream.valid & self.i_stream.ready
         with m.If(~stall):
@@ -180,6 +209,13 @@ class TernaryAccumulatorArray(wiring.Component):
             m.d.comb += weights.r_load.eq(~stall)
             with m.If(~stall):
                 m.d.sync += ev.copy(s1)
+        elif alternate:
+            # Stages 2 and 3 follow the memory's: its row register loads at the end of stage 2
+            row = weights.r_data
+            with m.If(~stall):
+                m.d.sync += [*s2.copy(s1), *ev.copy(s2)]
+        else:
+            row = rd.data
 
         modality = Signal()
         m.d.comb += self.o_stream.payload.modality.eq(modality)
@@ -223,7 +259,7 @@ class TernaryAccumulatorArray(wiring.Component):
                 # k-induction needs no invariant about the two.) The accumulator is split:
                 # its upper bits change only on a carry or borrow out of the low ones, a
                 # restart or a doubling, so behind a clock gate they are rarely clocked.
-                w = rd.data.word_select(lane, p.w_bits).as_signed()
+                w = row.word_select(lane, p.w_bits).as_signed()
                 add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
                 with m.If(zero):
                     m.d.comb += add.eq(0)

@@ -121,7 +121,8 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
                          trace=False):
     """Stream ``inputs`` through ``dut`` and measure its registers' transitions per bit-cycle.
 
-    ``weight_writes`` are ``w_stream`` payloads (dicts), written first, one per cycle;
+    ``weight_writes`` are ``w_stream`` payloads (dicts), written first, one per cycle in
+    which ``w_stream`` is ready;
     ``inputs`` are ``i_stream`` payload words, offered one per cycle with ``o_stream.ready``
     held high. ``setup(ctx)`` sets configuration inputs before anything else. Toggles are
     counted from the first input's cycle until ``o_stream.valid`` has been low for 8 cycles
@@ -146,6 +147,8 @@ def register_toggle_rate(dut, *, weight_writes, inputs, setup=None, max_cycles=N
         for w in weight_writes:
             ctx.set(dut.w_stream.valid, 1)
             ctx.set(dut.w_stream.payload, w)
+            while not ctx.get(dut.w_stream.ready):
+                await ctx.tick()
             await ctx.tick()
         ctx.set(dut.w_stream.valid, 0)
         await ctx.tick()

@@ -23,6 +23,7 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from spikemllm.fsutil import replace_dir
+from .alternating_memory import ALTERNATING_PORTS_ATTR
 from .params import HwParams
 from .sram_model import SKY130_OPENRAM, SramMacro, sram_area_um2, sram_power_mw
 from .sta_power_check import check_internal_power, correct_power_groups
@@ -77,8 +78,10 @@ FPGA_PARTS = {
 #: HwParams fields that each RTL style sets (``--rtl-style``; see HwParams): fpga's values,
 #: and asic's, which are HwParams's defaults
 _FPGA_STYLE = {"read_register": True, "bram_rows": 2048, "firing_parts": 1,
-               "kv_sign_magnitude": True}
-RTL_STYLES = {"asic": {f.name: f.default for f in dc_fields(HwParams) if f.name in _FPGA_STYLE},
+               "kv_sign_magnitude": True, "alternating_ports": False}
+#: (the asic style leaves alternating_ports as given: --alternating-ports)
+RTL_STYLES = {"asic": {f.name: f.default for f in dc_fields(HwParams)
+                       if f.name in _FPGA_STYLE and f.name != "alternating_ports"},
               "fpga": _FPGA_STYLE}
 
 DESCRIPTION = """\
@@ -147,6 +150,11 @@ def add_arguments(parser: argparse.ArgumentParser):
                         ("kv-depth", "KV-cache tokens per head"), ("heads", "KV heads"),
                         ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
+    g.add_argument("--alternating-ports", action="store_true", default=None,
+                   help="asic style: read the weight memories (PE array, MAC baseline) through "
+                        "the SRAM macro's two ports in turn, each clocked every other cycle "
+                        "(HwParams.alternating_ports; sky130 times each port with its "
+                        "half-rate clock)")
     parser.add_argument("--rtl-style", choices=("auto",) + tuple(RTL_STYLES), default="auto",
                         help="RTL pipeline for the technology, the same arithmetic: asic "
                              "(HwParams defaults) or fpga (read_register: memory reads "
@@ -388,6 +396,9 @@ def parse_yosys_memories(text):
                 "read_ports": rd_ports,
                 "write_ports": _param_int(p["WR_PORTS"]),
                 "async_read_ports": clk_en.count("0") if rd_ports else 0,
+                # AlternatingPortMemory: each port clocked every other cycle
+                "alternating_ports": bool(_param_int(
+                    cell.get("attributes", {}).get(ALTERNATING_PORTS_ATTR, "0"))),
             })
     return mems
 
@@ -563,7 +574,8 @@ def baseline_for(params):
     acc_bits = max(params.acc_bits, params.w_bits + a_bits)
     return DenseMacLanes(lanes=params.lanes, w_bits=params.w_bits, a_bits=a_bits,
                          in_max=params.in_max, acc_bits=acc_bits,
-                         read_register=params.read_register, bram_rows=params.bram_rows)
+                         read_register=params.read_register, bram_rows=params.bram_rows,
+                         alternating_ports=params.alternating_ports)
 
 
 def build_designs(params, wanted=None):
@@ -928,22 +940,48 @@ def sram_macro_stub_liberty(tech=SKY130_OPENRAM):
     return (head + q).replace("library (spk_sram_stub)", "library (spk_sram_macro_stub)", 1)
 
 
-def sta_macro_period_script(top, lib, start_ns):
+def sta_macro_period_script(top, lib, start_ns, alternating=()):
     """OpenSTA script: the shortest clock period (to 2 ps) at which ``top`` meets setup with
     its memories timed as the macro (``sram_macro_stub.liberty``), found by bisection from
     ``start_ns`` (the logic's own minimum period, which the macro can only lengthen), then
     that period's worst path. A read path launches half a period after the address edge, so
     ``period - slack`` would not give its minimum period; the bisection does.
 
+    Each memory named in ``alternating`` (an
+    :class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`) has its ports' stubs on
+    clocks generated at half the core clock: port 0 (``rd[0]`` and the write port) rising at
+    the even core edges, port 1 (``rd[1]``) at the odd ones, each high for one core period.
+
     Prints ``spk_macro_min_period <ns>`` before the path report."""
+    ports = []
+    for mem in alternating:
+        ports += [(f"{mem}.rd[0].", f"{mem}.wr[0].", "{1 3 5}", f"spk_{mem}_port0"),
+                  (f"{mem}.rd[1].", None, "{3 5 7}", f"spk_{mem}_port1")]
+    pins, gen = [], []
+    for k, (rd, wr, edges, name) in enumerate(ports):
+        prefixes = " ".join("{" + q + "}" for q in (rd, wr) if q)  # braces: no substitution
+        pins.append(f"set spk_port_pins({k}) [spk_clk_pins {{{prefixes}}}]")
+        gen.append(f"  create_generated_clock -name {name} -source [get_ports clk] "
+                   f"-edges {edges} $spk_port_pins({k})")
     return "\n".join([
         f"read_liberty {lib}", "read_liberty sram_macro_stub.liberty",
         f"read_verilog {top}.netlist.v", f"link_design {top}",
         "set_driving_cell -lib_cell sky130_fd_sc_hd__inv_2 "
         "[delete_from_list [all_inputs] [get_ports clk]]",
         "set_load 0.005 [all_outputs]",
+        "proc spk_clk_pins {prefixes} {",
+        "  set out {}",
+        "  foreach p [get_pins -hierarchical */CLK] {",
+        "    set n [get_full_name $p]",
+        "    foreach q $prefixes { if {[string first $q $n] == 0} { lappend out $p } }",
+        "  }",
+        "  return $out",
+        "}",
+        *pins,
         "proc spk_slack {per} {",
+        "  global spk_port_pins",
         "  create_clock -name clk -period $per [get_ports clk]",
+        *gen,
         "  set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
         "  set_output_delay 0 -clock clk [all_outputs]",
         "  return [sta::worst_slack -max]",
@@ -964,15 +1002,26 @@ def sta_macro_period_script(top, lib, start_ns):
 _MACRO_PERIOD_RE = re.compile(r"^spk_macro_min_period\s+([0-9.eE+-]+)", re.M)
 
 
-def macro_timing(sta_text, tech=SKY130_OPENRAM):
+def macro_own_period_ns(alternating, tech=SKY130_OPENRAM):
+    """The shortest core clock period a macro allows: its minimum period and twice its pulse
+    width, or, with its ports clocked every other cycle (``alternating``), half of each."""
+    own = max(tech.min_period_ns, 2 * tech.min_pulse_width_ns)
+    return own / 2 if alternating else own
+
+
+def macro_timing(sta_text, tech=SKY130_OPENRAM, alternating=(False,)):
     """The memories-as-macro timing of one design from :func:`sta_macro_period_script`'s
-    output: the read paths' minimum period, the macro's own clock limits, and fmax."""
+    output: the read paths' minimum period, the macros' own clock limits (``alternating``:
+    one flag per memory), and fmax."""
     m = _MACRO_PERIOD_RE.search(sta_text)
     if not m:
         raise ToolError("OpenSTA printed no spk_macro_min_period")
     paths = float(m.group(1))
-    own = max(tech.min_period_ns, 2 * tech.min_pulse_width_ns)
-    rep = parse_sta_report(sta_text)
+    own = max(macro_own_period_ns(a, tech) for a in alternating)
+    # report_checks gives each path group's worst path (generated clocks are groups of their
+    # own): the design's is the one with the least slack
+    blocks = [parse_sta_report("Startpoint:" + b) for b in sta_text.split("Startpoint:")[1:]]
+    rep = min((b for b in blocks if "slack_ns" in b), key=lambda b: b["slack_ns"], default={})
     return {"min_period_ns": max(paths, own), "paths_min_period_ns": paths,
             "macro_min_period_ns": own,
             "limited_by": "the macro's minimum period" if own >= paths else
@@ -1374,11 +1423,14 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 d["fmax_mhz"] = 1000.0 / min_period
                 if mems:
                     _log(f"sky130: {name}: OpenSTA timing with the SRAM macro's read timing ...")
+                    alt = [m["name"] for m in mems if m.get("alternating_ports")]
                     (work / f"{name}.sta_macro.tcl").write_text(
-                        sta_macro_period_script(name, lib, min_period))
+                        sta_macro_period_script(name, lib, min_period, alt))
                     mtext, _ = _run_tool([sta, "-no_splash", "-exit", f"{name}.sta_macro.tcl"],
                                          work, f"{name}.sta_macro.log")
-                    d["timing_with_sram_macro"] = mt = macro_timing(mtext)
+                    d["timing_with_sram_macro"] = mt = macro_timing(
+                        mtext, alternating=[bool(m.get("alternating_ports")) for m in mems])
+                    mt["alternating_port_memories"] = alt
                     d["fmax_mhz_with_sram_macro"] = 1000.0 / mt["min_period_ns"]
                 d["power_mw"] = {"leakage": tot["leakage"], "internal": tot["internal"],
                                  "switching": tot["switching"], "logic_total": tot["total"],
@@ -1397,7 +1449,8 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 for m in d["memories"]:
                     macro = SramMacro(name=m["name"], depth=m["depth"], width=m["width"],
                                       read_ports=m["read_ports"], write_ports=m["write_ports"])
-                    reads, src = sram_read_rate(act, name, macro, ops)
+                    reads, src = sram_read_rate(act, name, macro, ops,
+                                                m.get("alternating_ports", False))
                     # behind clock gates, the macro's clock is gated by its port enables too
                     pw = sram_power_mw(macro, f_mhz=clock_mhz, read_rate=reads,
                                        write_rate=act["sram_writes_per_cycle"],
@@ -1440,17 +1493,20 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
     return out
 
 
-def sram_read_rate(act, design, macro, ops):
+def sram_read_rate(act, design, macro, ops, alternating=False):
     """Reads per read-port cycle of memory ``macro`` in ``design``, and where it came from:
     ``sram_reads_per_cycle`` when set; else the reads per cycle measured for that memory
     (``sram_reads_per_cycle_by_design``, split over its read ports); else ``ops``, the
-    design's op rate. Capped at 1."""
+    design's op rate (split over the read ports of a memory whose ports take turns,
+    ``alternating``). Capped at 1."""
     if act.get("sram_reads_per_cycle") is not None:
         return min(1.0, act["sram_reads_per_cycle"]), "sram_reads_per_cycle"
     measured = act.get("sram_reads_per_cycle_by_design", {}).get(design, {})
     if macro.name in measured:
         return (min(1.0, measured[macro.name] / max(1, macro.read_ports)),
                 "measured")
+    if alternating:
+        return min(1.0, ops / max(1, macro.read_ports)), "op rate, over the alternating ports"
     return min(1.0, ops), "op rate"
 
 
@@ -2260,6 +2316,7 @@ def sweep_row(rep, target):
     d = ds.get(ENGINE) or ds.get(PE_ARRAY) or {}
     if target == "sky130":
         return {"area_um2_total": d.get("area_um2", {}).get("total"), "fmax_mhz": d.get("fmax_mhz"),
+                "fmax_mhz_with_sram_macro": d.get("fmax_mhz_with_sram_macro"),
                 "power_mw_total": d.get("power_mw", {}).get("total"),
                 "energy_per_sop_pj": d.get("energy_per_sop_pj"),
                 "pe_array_energy_per_sop_pj": ds.get(PE_ARRAY, {}).get("energy_per_sop_pj"),
@@ -2311,7 +2368,9 @@ def plot_sweep(rows, name, target, path, design=ENGINE):
         extra = {"energy_per_sop_pj": [("pe_array_energy_per_sop_pj", "pe_array", "^-"),
                                        ("energy_per_mac_pj", "dense MAC (per MAC)", "s--")],
                  "fmax_mhz": [("pe_array_fmax_mhz", "pe_array", "^-"),
-                              ("mac_fmax_mhz", "dense MAC", "s--")]}.get(key, [])
+                              ("mac_fmax_mhz", "dense MAC", "s--"),
+                              ("fmax_mhz_with_sram_macro", f"{design}, SRAM macro timing",
+                               "v-.")]}.get(key, [])
         for k2, lab, style in extra:
             pts = [(x, r.get(k2)) for x, r in zip(xs, rows) if r.get(k2) is not None]
             if pts:
@@ -2361,8 +2420,9 @@ def run(args) -> int:
     wanted = None
     if args.designs:
         wanted = [d.strip() for d in args.designs.split(",") if d.strip()]
-    overrides = {k: getattr(args, k) for k in ("lanes", "w_bits", "t_max", "in_max",
-                                                "kv_depth", "heads", "head_dim", "t_kv")}
+    overrides = {k: getattr(args, k, None) for k in ("lanes", "w_bits", "t_max", "in_max",
+                                                      "kv_depth", "heads", "head_dim", "t_kv",
+                                                      "alternating_ports")}
     sweep = parse_sweep(args.sweep) if args.sweep else None
     base_params = make_params(overrides)
     points = [base_params] if sweep is None else \
@@ -2424,7 +2484,8 @@ def run(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(f"wrote {out / 'synth.json'} and {out / 'synth.md'}")
-    for k in ("fmax_mhz", "energy_per_sop_pj", "mac_over_sop_energy_ratio"):
+    for k in ("fmax_mhz", "fmax_mhz_with_sram_macro", "energy_per_sop_pj",
+              "mac_over_sop_energy_ratio"):
         if k in rep:
             print(f"  {k}: {rep[k]:.4g}")
     if failed_all:

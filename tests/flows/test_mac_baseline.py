@@ -18,13 +18,22 @@ def _pack_row(ws, w_bits):
     return word
 
 
-def simulate(weights, inputs, *, ready_pattern=None, read_register=False):
-    """Load ``weights`` [lanes, in_max], stream ``inputs`` [(index, act, last)], collect outputs.
+#: each RTL style's DenseMacLanes keywords and the latency it adds
+STYLE = {"plain": ({}, 0),
+         "read_register": (dict(read_register=True, bram_rows=4),
+                           DenseMacLanes.READ_REGISTER_CYCLES),
+         "alternating_ports": (dict(alternating_ports=True),
+                               DenseMacLanes.ALTERNATING_PORTS_CYCLES)}
+
+
+def simulate(weights, inputs, *, ready_pattern=None, style="plain"):
+    """Load ``weights`` [lanes, in_max] (each row when ``w_stream`` is ready), stream
+    ``inputs`` [(index, act, last)], collect outputs.
 
     Returns (outputs as [n, lanes] ints, cycle of each output, cycle each input was accepted).
     """
     dut = DenseMacLanes(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX,
-                        read_register=read_register, bram_rows=4 if read_register else 0)
+                        **STYLE[style][0])
     outs, out_cycles, in_cycles = [], [], []
     n_expect = sum(1 for _, _, last in inputs if last)
 
@@ -33,6 +42,8 @@ def simulate(weights, inputs, *, ready_pattern=None, read_register=False):
         for addr in range(IN_MAX):
             ctx.set(dut.w_stream.payload, {"addr": addr,
                                            "row": _pack_row(weights[:, addr], W_BITS)})
+            while not ctx.get(dut.w_stream.ready):
+                await ctx.tick()
             await ctx.tick()
         ctx.set(dut.w_stream.valid, 0)
         cycle, k = 0, 0
@@ -60,8 +71,7 @@ def simulate(weights, inputs, *, ready_pattern=None, read_register=False):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert dut.latency == DenseMacLanes.LATENCY + (
-        DenseMacLanes.READ_REGISTER_CYCLES if read_register else 0)
+    assert dut.latency == DenseMacLanes.LATENCY + STYLE[style][1]
     return np.array(outs, dtype=np.int64), out_cycles, in_cycles
 
 
@@ -87,13 +97,15 @@ def _random_case(rng, n_tokens=3):
 
 
 RR = pytest.mark.parametrize("rr", [False, True], ids=["plain", "read_register"])
+STYLES = pytest.mark.parametrize("style", list(STYLE))
 
 
-@pytest.mark.parametrize("rr, latency", [(False, 3), (True, 5)], ids=["plain", "read_register"])
-def test_macs_match_numpy_and_latency(rr, latency):
+@pytest.mark.parametrize("style, latency", [("plain", 3), ("read_register", 5),
+                                            ("alternating_ports", 5)])
+def test_macs_match_numpy_and_latency(style, latency):
     rng = np.random.default_rng(1)
     w, inputs = _random_case(rng)
-    outs, out_cycles, in_cycles = simulate(w, inputs, read_register=rr)
+    outs, out_cycles, in_cycles = simulate(w, inputs, style=style)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
     # One input per cycle with no stalls; the result of a `last` input LATENCY cycles later.
     assert in_cycles == list(range(len(inputs)))
@@ -101,17 +113,17 @@ def test_macs_match_numpy_and_latency(rr, latency):
     assert [o - c for o, c in zip(out_cycles, last_cycles)] == [latency] * len(last_cycles)
 
 
-@RR
-def test_backpressure_loses_nothing(rr):
+@STYLES
+def test_backpressure_loses_nothing(style):
     rng = np.random.default_rng(2)
     w, inputs = _random_case(rng, n_tokens=4)
-    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(c % 3 == 0), read_register=rr)
+    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(c % 3 == 0), style=style)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
 
 
-@RR
+@STYLES
 @pytest.mark.parametrize("seed", [3, 4, 5])
-def test_short_vectors_under_random_backpressure(rr, seed):
+def test_short_vectors_under_random_backpressure(style, seed):
     """Vectors of 1..3 inputs against a consumer that is ready 35% of the cycles: a result
     is offered while the next ones finish behind it (in the fpga style, a held result
     stalls the pipeline only when the next `last` reaches the accumulators)."""
@@ -123,15 +135,15 @@ def test_short_vectors_under_random_backpressure(rr, seed):
         inputs += [(int(rng.integers(IN_MAX)), int(rng.integers(-16, 16)), int(j == n - 1))
                    for j in range(n)]
     ready = rng.random(10 * (len(inputs) + 10)) < 0.35
-    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(ready[c]), read_register=rr)
+    outs, _, _ = simulate(w, inputs, ready_pattern=lambda c: int(ready[c]), style=style)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
 
 
-@RR
-def test_extreme_values_do_not_overflow(rr):
+@STYLES
+def test_extreme_values_do_not_overflow(style):
     w = np.full((LANES, IN_MAX), -(1 << (W_BITS - 1)), dtype=np.int64)
     inputs = [(i, -(1 << (A_BITS - 1)), int(i == IN_MAX - 1)) for i in range(IN_MAX)]
-    outs, _, _ = simulate(w, inputs, read_register=rr)
+    outs, _, _ = simulate(w, inputs, style=style)
     np.testing.assert_array_equal(outs, _expected(w, inputs))
     assert outs[0, 0] == IN_MAX * (1 << (W_BITS - 1)) * (1 << (A_BITS - 1))
 
@@ -141,6 +153,8 @@ def test_extreme_values_do_not_overflow(rr):
     (dict(in_max=1), "in_max"), (dict(acc_bits=3), "acc_bits"), (dict(lanes=2.0), "lanes"),
     (dict(read_register=1), "read_register"), (dict(read_register=True, bram_rows=6), "bram_rows"),
     (dict(bram_rows=8), "bram_rows must be 0 without read_register"),
+    (dict(alternating_ports=1), "alternating_ports must be True or False, not 1"),
+    (dict(alternating_ports=True, read_register=True), "alternating_ports needs read_register"),
 ])
 def test_bad_parameters_are_named(kw, field):
     args = dict(lanes=LANES, w_bits=W_BITS, a_bits=A_BITS, in_max=IN_MAX)

@@ -128,8 +128,9 @@ def test_sta_garbage_gives_nothing():
     assert S.parse_sta_report("Error: cannot read liberty\n") == {}
 
 
-# The head of `report_checks` at the period the macro-timing bisection found, on pe_array's
-# sky130 netlist with sram_macro_stub.liberty (lanes=32; the path is cut).
+# `report_checks` at the period the macro-timing bisection found, on pe_array's sky130
+# netlist with sram_macro_stub.liberty (lanes=32; the paths are cut), and a second path
+# group's worst path (a generated port clock's), with more slack.
 STA_MACRO_TEXT = """\
 spk_macro_min_period 13.535025076904297
 Startpoint: weights.rd[0].data[4].q
@@ -138,6 +139,17 @@ Endpoint: o_stream__payload_sky130_fd_sc_hd__dfxtp_1_Q_744
           (rising edge-triggered flip-flop clocked by clk)
 Path Group: clk
 Path Type: max
+-----------------------------------------------------------
+            0.000   slack (MET)
+
+Startpoint: weights.phase_sky130_fd_sc_hd__nor2_1_B_Y_sky130_fd_sc_hd__dfxtp_1_D
+            (rising edge-triggered flip-flop clocked by clk)
+Endpoint: weights.mem.wr[0].data[0].en
+          (rising edge-triggered flip-flop clocked by spk_weights.mem_port0)
+Path Group: spk_weights.mem_port0
+Path Type: max
+-----------------------------------------------------------
+           12.132   slack (MET)
 """
 
 
@@ -158,12 +170,36 @@ def test_macro_timing_names_what_limits_the_clock():
     assert mt["paths_min_period_ns"] == pytest.approx(13.535025)
     assert mt["min_period_ns"] == mt["paths_min_period_ns"]
     assert mt["limited_by"] == "the read data's path"
-    assert mt["startpoint"] == "weights.rd[0].data[4].q"
+    assert mt["startpoint"] == "weights.rd[0].data[4].q"   # the least slack of the groups
+    assert mt["endpoint"] == "o_stream__payload"
     fast = S.macro_timing(STA_MACRO_TEXT.replace("13.535025076904297", "4.1"))
     assert fast["min_period_ns"] == 6.875 == fast["macro_min_period_ns"]
     assert fast["limited_by"] == "the macro's minimum period"
     with pytest.raises(S.ToolError, match="spk_macro_min_period"):
         S.macro_timing("Error: no design\n")
+
+
+def test_alternating_memories_time_each_port_on_a_half_rate_clock():
+    tcl = S.sta_macro_period_script("pe_array", "lib", 4.5, ["weights.mem"])
+    assert ("set spk_port_pins(0) [spk_clk_pins {{weights.mem.rd[0].} {weights.mem.wr[0].}}]"
+            in tcl)
+    assert "set spk_port_pins(1) [spk_clk_pins {{weights.mem.rd[1].}}]" in tcl
+    assert ("create_generated_clock -name spk_weights.mem_port0 -source [get_ports clk] "
+            "-edges {1 3 5} $spk_port_pins(0)") in tcl
+    assert "-edges {3 5 7} $spk_port_pins(1)" in tcl
+    # the generated clocks follow every new core clock of the bisection
+    body = tcl[tcl.index("proc spk_slack"):]
+    assert body.index("create_clock") < body.index("create_generated_clock") < body.index(
+        "return [sta::worst_slack -max]")
+    assert "create_generated_clock" not in S.sta_macro_period_script("pe_array", "lib", 4.5)
+    # the macro's own limit: half its period for a memory whose ports take turns
+    assert S.macro_own_period_ns(False) == 6.875 and S.macro_own_period_ns(True) == 3.4375
+    fast = S.macro_timing(STA_MACRO_TEXT.replace("13.535025076904297", "3.0"),
+                          alternating=[True])
+    assert fast["min_period_ns"] == 3.4375
+    # one memory that does not alternate keeps the design at the macro's full period
+    assert S.macro_timing(STA_MACRO_TEXT.replace("13.535025076904297", "3.0"),
+                          alternating=[True, False])["min_period_ns"] == 6.875
 
 
 def test_macro_period_script_bisects_from_the_logic_period():
@@ -216,7 +252,15 @@ def test_yosys_stat_without_modules_is_an_error():
 def test_yosys_memories():
     mems = S.parse_yosys_memories(YOSYS_MEMS)
     assert mems == [{"name": "weights", "depth": 64, "width": 16, "read_ports": 1,
-                     "write_ports": 1, "async_read_ports": 0}]
+                     "write_ports": 1, "async_read_ports": 0, "alternating_ports": False}]
+    # an AlternatingPortMemory's memory: two read ports and the attribute
+    d = json.loads(YOSYS_MEMS)
+    cell = d["modules"]["pe_array"]["cells"]["weights"]
+    cell["parameters"]["RD_PORTS"] = "00000000000000000000000000000010"
+    cell["attributes"] = {"spk_alternating_ports": "00000000000000000000000000000001",
+                          "src": "hw/alternating_memory.py:99"}
+    (m,) = S.parse_yosys_memories(json.dumps(d))
+    assert m["read_ports"] == 2 and m["alternating_ports"] is True
 
 
 def test_fpga_counts_ecp5_counts_ccu2_as_two_luts():

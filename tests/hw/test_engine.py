@@ -14,6 +14,7 @@ from spikemllm.sw import events as E
 P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=32, frac_bits=4, theta_bits=16,
              kv_depth=4, heads=2, head_dim=8, t_kv=3)
 P_FPGA = dataclasses.replace(P, read_register=True, bram_rows=8, firing_parts=1)  # FPGA style
+P_ALT = dataclasses.replace(P, alternating_ports=True)  # weights through alternating SRAM ports
 
 
 def case(rng, n_tokens, T_text, T_vision, density=0.3, p=P):
@@ -29,7 +30,9 @@ def simulate(p, w, ev, regs, *, p_valid=1.0, p_ready=1.0, acc_ready=1.0, tap=Non
     dut = SpikeEngine(params=p)
     wsrc = Source(dut.w_stream, weight_words(p, w))
     words = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev)]
-    src = Source(dut.i_stream, words, p_valid=p_valid, start=len(wsrc.words))
+    # events after the weights: written every other cycle with alternating_ports
+    start = len(wsrc.words) * (2 if p.alternating_ports else 1) + 1
+    src = Source(dut.i_stream, words, p_valid=p_valid, start=start)
     snk = Sink(dut.o_stream, p_ready=p_ready, expect=expect_out)
     sinks = [snk]
     acc_snk = Sink(dut.o_acc, p_ready=acc_ready, expect=expect_acc)
@@ -55,7 +58,8 @@ def simulate(p, w, ev, regs, *, p_valid=1.0, p_ready=1.0, acc_ready=1.0, tap=Non
                                                                   (P, 2, 0.7, 0.5, 0.5),
                                                                   (P, 3, 0.9, 0.3, 0.9),
                                                                   (P, 4, 1.0, 1.0, 0.1),
-                                                                  (P_FPGA, 5, 0.7, 0.5, 0.5)])
+                                                                  (P_FPGA, 5, 0.7, 0.5, 0.5),
+                                                                  (P_ALT, 6, 0.7, 0.5, 0.5)])
 def test_end_to_end_matches_reference(p, seed, p_valid, p_ready, acc_ready):
     rng = np.random.default_rng(seed)
     theta = int(rng.integers(40, 300))
@@ -99,16 +103,19 @@ def test_tap_disabled_never_stalls():
     assert len(accs) == 0 and not any(v[0] for v in watched)
 
 
-@pytest.mark.parametrize("rr, latency", [(False, 5), (True, 6)], ids=["asic_style", "fpga_style"])
-def test_throughput_sustained_and_counters(rr, latency):
+@pytest.mark.parametrize("rr, alt, latency", [(False, False, 5), (True, False, 6),
+                                              (False, True, 7)],
+                         ids=["asic_style", "fpga_style", "alternating_ports"])
+def test_throughput_sustained_and_counters(rr, alt, latency):
     """Dense input, sparse output (the firing unit keeps up): N events enter in N consecutive
     cycles and the last token's first output event appears LATENCY cycles after its last input
-    event (one more with read_register); STALL_CYCLES = 0 and CYCLES_BUSY covers exactly the
-    busy span."""
+    event (one more with read_register, two with alternating_ports); STALL_CYCLES = 0 and
+    CYCLES_BUSY covers exactly the busy span."""
     rng = np.random.default_rng(6)
     p = HwParams(lanes=4, w_bits=4, t_max=2, in_max=32, frac_bits=4, theta_bits=16,
                  kv_depth=4, heads=1, head_dim=4, read_register=rr, bram_rows=8 * rr,
-                 firing_parts=4 - 3 * rr)
+                 firing_parts=4 - 3 * rr, alternating_ports=alt)
+    assert SpikeEngine(params=p).latency == latency
     w, ev, mod = case(rng, 8, 2, 2, density=0.8, p=p)
     acc_ref = E.accumulate_events(ev, w)
     theta = 16 * 40  # step 40: few spikes, so each token's output is at most 8 events

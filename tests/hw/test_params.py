@@ -44,6 +44,9 @@ def test_t_kv_default_follows_t_max():
     ({"bram_rows": 2048}, "bram_rows must be 0 without read_register, not 2048"),
     ({"read_register": True, "kv_sign_magnitude": 1}, "kv_sign_magnitude must be True or False"),
     ({"kv_sign_magnitude": True}, "kv_sign_magnitude needs read_register"),
+    ({"alternating_ports": 1}, "alternating_ports must be True or False, not 1"),
+    ({"alternating_ports": True, "read_register": True},
+     "alternating_ports is for the asic style: it needs read_register=False"),
 ])
 def test_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -17,14 +17,25 @@ from spikemllm.sw import events as E
 
 P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16)
 P_RR = dataclasses.replace(P, read_register=True, bram_rows=4)  # 4 banks of 4 rows
+P_ALT = dataclasses.replace(P, alternating_ports=True)
 BOTH = pytest.mark.parametrize("p", [P, P_RR], ids=["plain", "read_register"])
+STYLES = pytest.mark.parametrize("p", [P, P_RR, P_ALT],
+                                 ids=["plain", "read_register", "alternating_ports"])
+LATENCIES = pytest.mark.parametrize("p, latency", [(P, 2), (P_RR, 3), (P_ALT, 4)],
+                                    ids=["plain", "read_register", "alternating_ports"])
+
+
+def events_start(p, n_rows):
+    """First cycle after the weight writes: one row per cycle, or every other cycle with
+    alternating_ports (the SRAM's port 0 writes only in its own cycles)."""
+    return n_rows * (2 if p.alternating_ports else 1) + 1
 
 
 def simulate(p, w, ev, *, horner=True, p_valid=1.0, p_ready=1.0, seed=0, **kw):
     dut = TernaryAccumulatorArray(params=p)
     wsrc = Source(dut.w_stream, weight_words(p, w))
     words = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev)]
-    src = Source(dut.i_stream, words, p_valid=p_valid, start=len(wsrc.words))
+    src = Source(dut.i_stream, words, p_valid=p_valid, start=events_start(p, len(wsrc.words)))
     snk = Sink(dut.o_stream, p_ready=p_ready, expect=int(ev["last_in_token"].sum()))
 
     async def setup(ctx):
@@ -44,7 +55,7 @@ def random_case(p, rng, n_tokens, density=0.3, T=None):
     return w, ev, mod
 
 
-@BOTH
+@STYLES
 @pytest.mark.parametrize("horner", [True, False])
 @pytest.mark.parametrize("seed, p_valid, p_ready", [(1, 1.0, 1.0), (2, 0.6, 0.5), (3, 0.9, 0.2)])
 def test_random_streams_match_reference(p, horner, seed, p_valid, p_ready):
@@ -79,14 +90,15 @@ def test_exhaustive_small():
         np.testing.assert_array_equal(acc, q @ w.T)
 
 
-@pytest.mark.parametrize("p, latency", [(P, 2), (P_RR, 3)], ids=["plain", "read_register"])
+@LATENCIES
 def test_throughput_one_event_per_clock(p, latency):
     """N events with no gaps and a ready sink: accepted in N consecutive cycles, each token's
     vector on o_stream exactly LATENCY cycles after its last event, across step and token ends
-    (one cycle more with read_register)."""
+    (one cycle more with read_register, two with alternating_ports)."""
     rng = np.random.default_rng(7)
     w, ev, _ = random_case(p, rng, 10, density=0.4)
     acc, _, src, snk, _ = simulate(p, w, ev)
+    assert TernaryAccumulatorArray(params=p).latency == latency
     n = len(ev)
     assert src.accepted == list(range(src.accepted[0], src.accepted[0] + n))
     ends = [src.accepted[i] for i in np.nonzero(ev["last_in_token"])[0]]
@@ -106,7 +118,7 @@ def test_single_event_tokens_back_to_back():
     np.testing.assert_array_equal(acc, E.accumulate_events(ev, w))
 
 
-@BOTH
+@STYLES
 def test_backpressure_stalls_without_loss(p):
     rng = np.random.default_rng(9)
     w, ev, _ = random_case(p, rng, 15, density=0.05, T=np.ones(15, int))  # many token ends
@@ -115,22 +127,23 @@ def test_backpressure_stalls_without_loss(p):
     assert len(src.accepted) == len(ev)
 
 
-@pytest.mark.parametrize("p, latency", [(P, 2), (P_RR, 3)], ids=["plain", "read_register"])
+@LATENCIES
 def test_finished_vector_holds_the_next_token(p, latency):
     """With o_stream never ready, the finished vector stays offered and unchanged. In the
     asic style the accumulators are o_stream's payload: the array takes exactly one event
-    of the next token (into the read stage) and then holds it. With read_register the vector
-    sits in an output register: the next token runs on until its last event, which waits
-    at the adders."""
+    of the next token (into the read stage) and then holds it; with alternating_ports three
+    (the read stages and the row register's). With read_register the vector sits in an
+    output register: the next token runs on until its last event, which waits at the
+    adders."""
     rng = np.random.default_rng(11)
     w, ev, _ = random_case(p, rng, 2, density=0.5, T=np.array([3, 2]))
     n0 = int(np.nonzero(ev["last_in_token"])[0][0]) + 1
     dut = TernaryAccumulatorArray(params=p)
     wsrc = Source(dut.w_stream, weight_words(p, w))
     words = [int(x) for x in E.EventLayout(p.in_max, p.t_max).pack(ev)]
-    src = Source(dut.i_stream, words, start=len(wsrc.words))
+    src = Source(dut.i_stream, words, start=events_start(p, len(wsrc.words)))
     snk = Sink(dut.o_stream, p_ready=0.0)
-    end = len(wsrc.words) + len(words) + 30
+    end = events_start(p, len(wsrc.words)) + len(words) + 30
 
     async def setup(ctx):
         ctx.set(dut.horner, 1)
@@ -138,7 +151,8 @@ def test_finished_vector_holds_the_next_token(p, latency):
     _, watched = run(dut, [wsrc, src], [snk], setup=setup, until=lambda c: c >= end,
                      watch=[dut.o_stream.valid, dut.o_stream.payload.as_value()])
     assert dut.latency == latency
-    assert len(src.accepted) == (len(words) if p.read_register else n0 + 1)
+    assert len(src.accepted) == (len(words) if p.read_register else
+                                 n0 + 3 if p.alternating_ports else n0 + 1)
     ref = E.accumulate_events(ev, w)[0]
     first = src.accepted[n0 - 1] + latency
     held = watched[first:]
@@ -148,7 +162,7 @@ def test_finished_vector_holds_the_next_token(p, latency):
     assert snk.words == []
 
 
-@BOTH
+@STYLES
 def test_extremes_reach_the_bound_without_overflow(p):
     """All spikes one sign, every step, every input, extreme weights, T = T_MAX and T = 1."""
     n = p.in_max
@@ -166,7 +180,7 @@ def test_extremes_reach_the_bound_without_overflow(p):
                 assert abs(int(ref[0, 0])) == p.acc_bound  # the bound is reached and fits
 
 
-@BOTH
+@STYLES
 def test_reset_mid_stream(p):
     """Reset in the middle of a token; the array restarts clean (weights survive)."""
     rng = np.random.default_rng(10)
