@@ -1916,16 +1916,21 @@ def _macro_timing_note(report):
     if not mt:
         return ""
     tech = SKY130_OPENRAM
+    alt = mt.get("alternating_port_memories") or []
+    turns = (f"; the ports of {', '.join(alt)} already take turns (alternating_ports)"
+             if alt else "")
     if mt["limited_by"] == "the macro's minimum period":
         return (f"limited by the macro's own minimum period ({tech.min_period_ns:g} ns, "
-                f"min pulse width {tech.min_pulse_width_ns:g} ns)")
+                f"min pulse width {tech.min_pulse_width_ns:g} ns){turns}")
+    if mt["limited_by"] == "the logic":
+        return f"limited by the logic ({mt['startpoint']} -> {mt['endpoint']}){turns}"
     return (f"limited by {mt['limited_by']} ({mt['startpoint']} -> {mt['endpoint']}): the macro "
             f"drives its read data {tech.read_delay_ns:g} ns after its clock's falling edge, "
             f"so with one read per clock that path needs a {mt['paths_min_period_ns']:.2f} ns "
             "period; registering the read data before computing on it would still need "
             f"2 x {tech.read_delay_ns:g} ns plus the register's setup, about the macro's own "
             f"{tech.min_period_ns:g} ns, so 200 MHz needs the reads spread over the macro's two "
-            "ports, each clocked on alternate cycles")
+            f"ports, each clocked on alternate cycles{turns}")
 
 
 def _summarise(report, activity=None):

@@ -217,6 +217,16 @@ def test_macro_fmax_goal_explains_the_read_path():
     assert g["met"] is False and g["shortfall"] == pytest.approx(200 * 13.535 / 1000)
     assert "3.382 ns after its clock's falling edge" in g["note"]
     assert "13.54 ns period" in g["note"] and "two ports" in g["note"]
+    assert "take turns" not in g["note"]
+    # the weights alternate, a cache's reads still limit: the note says which take turns
+    rep["timing_with_sram_macro"] = dict(rep["timing_with_sram_macro"],
+                                         alternating_port_memories=["pe.weights.mem"])
+    g = {g["goal"]: g for g in S.check_goals(rep)}["sky130_fmax_sram_macro"]
+    assert g["note"].endswith("; the ports of pe.weights.mem already take turns "
+                              "(alternating_ports)")
+    rep["timing_with_sram_macro"].update(limited_by="the logic", startpoint="a", endpoint="b")
+    g = {g["goal"]: g for g in S.check_goals(rep)}["sky130_fmax_sram_macro"]
+    assert g["note"].startswith("limited by the logic (a -> b)") and "falling" not in g["note"]
 
 
 def test_nextpnr_log_takes_the_last_fmax():
