@@ -115,9 +115,13 @@ class AlternatingPortMemory(wiring.Component):
         for p, port in enumerate(ports):
             m.d.comb += [port.addr.eq(self.r_addr), port.en.eq(issue & (self.phase == p))]
         with m.If(~self.hold):
-            m.d.sync += [a1_valid.eq(issue), a1_port.eq(self.phase),
-                         a2_valid.eq(a1_valid), a2_port.eq(a1_port),
-                         self.r_valid.eq(a2_valid)]
+            m.d.sync += [a1_valid.eq(issue), a2_valid.eq(a1_valid), self.r_valid.eq(a2_valid)]
+            # the port bits (the multiplexer's select) change only with a read: no toggling
+            # while the memory idles
+            with m.If(issue):
+                m.d.sync += a1_port.eq(self.phase)
+            with m.If(a1_valid):
+                m.d.sync += a2_port.eq(a1_port)
             with m.If(a2_valid):
                 m.d.sync += self.r_data.eq(Mux(a2_port, ports[1].data, ports[0].data))
         return m

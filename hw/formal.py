@@ -408,11 +408,13 @@ class KvCacheHarness(_Harness):
     """
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, read_back=True,
-                 read_register=False, bram_rows=0, sign_magnitude=False, mutant=False):
+                 read_register=False, bram_rows=0, sign_magnitude=False,
+                 alternating_ports=False, mutant=False):
         from .kv_cache import SpikeKvCache
         super().__init__(SpikeKvCache(heads=heads, head_dim=head_dim, t_kv=t_kv, depth=depth,
                                       t_q=t_q, ring=ring, read_register=read_register,
-                                      bram_rows=bram_rows, sign_magnitude=sign_magnitude),
+                                      bram_rows=bram_rows, sign_magnitude=sign_magnitude,
+                                      alternating_ports=alternating_ports),
                          mutant=mutant)
         self.read_back = read_back and not ring
 
@@ -691,6 +693,13 @@ PROOFS = (
                                         read_register=True, bram_rows=2, sign_magnitude=True,
                                         mutant=mutant),
           depth=19, cover_depth=19, mutant_fails="read data != stored data"),
+    Proof("kv_cache_alternating", "SpikeKvCache (alternating ports)",
+          "heads=2 head_dim=1 t_kv=2 depth=2 t_q=1 ring=False alternating_ports",
+          "as kv_cache, with the planes read through two alternating SRAM ports and "
+          "registered two cycles later, appends written by port 0 in its own cycles",
+          lambda mutant: KvCacheHarness(heads=2, head_dim=1, t_kv=2, depth=2, t_q=1,
+                                        alternating_ports=True, mutant=mutant),
+          depth=20, cover_depth=20, mutant_fails="read data != stored data"),
     Proof("kv_cache_ring", "SpikeKvCache", "heads=1 head_dim=1 t_kv=2 depth=2 t_q=1 ring=True",
           "count <= depth, full == (count == depth), count saturates at depth (oldest "
           "overwritten, no error), stream rules",

@@ -14,6 +14,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .alternating_memory import AlternatingPortMemory
 from .registered_memory import RegisteredReadMemory, check_read_register
 
 __all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
@@ -259,6 +260,16 @@ class SpikeKvCache(wiring.Component):
         every vector ``to_bit_planes`` makes (each element one sign in every plane); a raw
         pattern that mixes signs in one element reads back as
         :func:`spikemllm.sw.numerics.sign_magnitude_planes` gives it. Same latencies.
+    alternating_ports : bool
+        Without ``read_register`` (``HwParams.alternating_ports``): the planes are an
+        :class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`, read through the
+        SRAM macro's two ports in turn and registered two cycles after their address:
+        ALTERNATING_PORTS_CYCLES more read, score and empty latency, and a query right
+        behind a query waits two cycles more. Port 0 also writes, in its own cycles, so an
+        append plane is taken every other cycle (``append_cycles`` = 2 * t_kv, one more
+        when it starts in the other phase). Appends wait while a walk is in progress or
+        being accepted, and no walk is accepted while an append is offered, in ring mode or
+        not: the walk in progress finishes, then the append, then the next walk.
 
     Members
     -------
@@ -292,13 +303,16 @@ class SpikeKvCache(wiring.Component):
     SCORE_PIPE = 4     # key planes: issue, memory -> popcounts, weighted sum, Horner -> output
     EMPTY_LATENCY = 5  # query for an empty head accepted in c -> its empty beat valid in c+5
     READ_REGISTER_CYCLES = 3  # added to all three by read_register (address, word, mux)
+    #: added to all three by alternating_ports (the row register two cycles after the address)
+    ALTERNATING_PORTS_CYCLES = AlternatingPortMemory.READ_LATENCY
     OUTPUT_FIFO_CYCLES = 1    # added to reads by read_register (the read beats' FIFO)
     SCORE_CUT_CYCLES = 2      # added to scores and empty beats by read_register (tree cuts)
     POP_CUT_LEVELS = 2        # read_register: popcount trees cut after this many levels
     TERM_CUT_LEVELS = 4       # read_register: the weighted-sum tree cut after this many
 
     def __init__(self, *, heads, head_dim, t_kv, depth, t_q=None, ring=False, with_score=True,
-                 read_register=False, bram_rows=0, sign_magnitude=False):
+                 read_register=False, bram_rows=0, sign_magnitude=False,
+                 alternating_ports=False):
         t_q = t_kv if t_q is None else t_q
         try:
             _check_int("heads", heads, 1, 1024)
@@ -316,6 +330,12 @@ class SpikeKvCache(wiring.Component):
             if sign_magnitude and not read_register:
                 raise ValueError("sign_magnitude needs read_register (the fpga style), not "
                                  f"read_register={read_register!r}")
+            if not isinstance(alternating_ports, bool):
+                raise ValueError(f"alternating_ports must be True or False, not "
+                                 f"{alternating_ports!r}")
+            if alternating_ports and read_register:
+                raise ValueError("alternating_ports needs read_register=False, not "
+                                 "read_register=True")
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
@@ -323,7 +343,9 @@ class SpikeKvCache(wiring.Component):
         self.t_q, self.ring, self.with_score = t_q, ring, with_score
         self.read_register, self.bram_rows = read_register, bram_rows
         self.sign_magnitude = sign_magnitude
-        extra = self.READ_REGISTER_CYCLES if read_register else 0
+        self.alternating_ports = alternating_ports
+        extra = (self.READ_REGISTER_CYCLES if read_register else
+                 self.ALTERNATING_PORTS_CYCLES if alternating_ports else 0)
         self.read_latency = self.READ_LATENCY + extra + (
             self.OUTPUT_FIFO_CYCLES if read_register else 0)
         cut = self.SCORE_CUT_CYCLES if read_register else 0
@@ -336,7 +358,7 @@ class SpikeKvCache(wiring.Component):
         self.score_bits = score_bound(head_dim, t_q, t_kv).bit_length() + 1
         self.mem_depth = heads * depth * t_kv
         self.word_bits = head_dim if sign_magnitude else 2 * head_dim
-        self.append_cycles = t_kv
+        self.append_cycles = 2 * t_kv if alternating_ports else t_kv
         self.cycles_per_key = t_kv
         self.score_latency = t_kv + self.SCORE_PIPE + extra + cut
         # read_register: a credit is taken when a plane read issues and comes back when its
@@ -448,11 +470,16 @@ class SpikeKvCache(wiring.Component):
         H, D, T, Tq, d = self.heads, self.depth, self.t_kv, self.t_q, self.head_dim
         ring = self.ring
 
+        alternate = self.alternating_ports
         if self.read_register:
             m.submodules.planes = mem = self.planes
             wport = SimpleNamespace(en=mem.w_en, addr=mem.w_addr, data=mem.w_data)
             if self.sign_magnitude:
                 m.submodules.signs = self.signs
+        elif alternate:
+            m.submodules.planes = mem = AlternatingPortMemory(shape=self.word_layout,
+                                                              depth=self.mem_depth)
+            wport = SimpleNamespace(en=mem.w_en, addr=mem.w_addr, data=mem.w_data)
         else:
             m.submodules.planes = mem = memory.Memory(shape=self.word_layout,
                                                       depth=self.mem_depth, init=[])
@@ -507,6 +534,11 @@ class SpikeKvCache(wiring.Component):
         a_slot = wptrs[a_head] if ring else a_count
         append_mid = a_plane != 0
         a_blocked = self.clear | (busy | accepting | read_pending if ring else 0)
+        if alternate:
+            # port 0 writes at a phase-0 edge with no read asked for (the walker's busy): a
+            # plane taken in a phase-1 cycle with no walk running or starting is written at
+            # the next edge (the write port is registered), before any walk can read it
+            a_blocked = self.clear | busy | accepting | (mem.phase == 0)
 
         # The write port is registered: a plane lands one cycle after it is presented, so the
         # memory's write enable (one pin per data bit) is driven by a flip-flop, not by the
@@ -584,13 +616,17 @@ class SpikeKvCache(wiring.Component):
         w_empty = Signal()
 
         can_accept = ~busy & ~stall & (~append_mid if ring else 1)
+        if alternate:
+            # appends wait for walks (port 0), so walks wait for an offered append: neither
+            # starves the other
+            can_accept = can_accept & ~ap.valid
         m.d.comb += rq.ready.eq(can_accept)
         if S:
             qs = self.query_stream
             # with read_register a query waits while the last walk's final plane is still
             # ahead of stage 1: loading the query register now would change its popcounts
             q_wait = Signal()
-            if self.read_register:
+            if self.read_register or alternate:
                 q_ok = can_accept & ~q_wait
                 m.d.comb += [qs.ready.eq(q_ok & ~rq.valid),
                              accepting.eq(can_accept & rq.valid | q_ok & qs.valid)]
@@ -688,6 +724,10 @@ class SpikeKvCache(wiring.Component):
             else:
                 credit = rd_owed != self.read_fifo_depth
             m.d.comb += issue.eq(busy & credit)
+        elif alternate:
+            # the memory issues only to a free port, and holds its reads with the pipeline
+            m.d.comb += [mem.r_addr.eq(addr(w_head, w_slot, w_plane)), mem.r_en.eq(busy),
+                         mem.hold.eq(stall), issue.eq(busy & mem.r_ready)]
         else:
             m.d.comb += [issue.eq(busy & ~stall),
                          rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
@@ -724,6 +764,14 @@ class SpikeKvCache(wiring.Component):
             if S:  # a score walk's plane still ahead of stage 1 (valid & score)
                 m.d.comb += q_wait.eq(a1[0] & a1[1] | m1[0] & m1[1] | x1[0] & x1[1])
             at_issue = a1
+        elif alternate:
+            # stage a1: a port reads; a2: the word is registered at its end; then stage 1
+            a1 = tuple(Signal.like(x, name=f"a1{x.name[2:]}") for x in s1)
+            a2 = tuple(Signal.like(x, name=f"a2{x.name[2:]}") for x in s1)
+            word = mem.r_data
+            if S:  # a score walk's plane still ahead of stage 1 (valid & score)
+                m.d.comb += q_wait.eq(a1[0] & a1[1] | a2[0] & a2[1])
+            at_issue = a1
         else:
             at_issue, word = s1, rport.data
         i_valid, i_score, i_in_range, i_empty, i_plane, i_last_plane, i_last, i_key = at_issue
@@ -752,11 +800,25 @@ class SpikeKvCache(wiring.Component):
             m.d.sync += [a.eq(b) for a, b in zip(m1, a1)]
             m.d.sync += [a.eq(b) for a, b in zip(x1, m1)]
             m.d.sync += [a.eq(b) for a, b in zip(s1, x1)]
+        elif alternate:
+            with m.Elif(~stall):
+                m.d.sync += a1[0].eq(0)
+            # a stage loads only while a plane enters or leaves it, so that --clock-gating
+            # stops it while the cache idles
+            with m.If(~stall):
+                with m.If(a1[0] | a2[0]):
+                    m.d.sync += [a.eq(b) for a, b in zip(a2, a1)]
+                with m.If(a2[0] | s1_valid):
+                    m.d.sync += [a.eq(b) for a, b in zip(s1, a2)]
+            with m.Elif(rd.valid & rd.ready):
+                # a read beat taken while a score stall freezes the pipeline leaves a bubble
+                m.d.sync += s1_valid.eq(0)
         else:
             with m.Elif(~stall | (rd.valid & rd.ready)):
                 # a read beat taken while a score stall freezes the pipeline leaves a bubble
                 # (the walker has already moved past it)
                 m.d.sync += s1_valid.eq(0)
+        if not self.read_register:
             # the key registers in one chain (see set_key; a walk never issues while accepting)
             with m.If(accept_read):
                 m.d.sync += [w_left.eq(1), w_key.eq(r_token), w_slot.eq(read_slot)]
@@ -941,10 +1003,12 @@ def kv_cache_from_params(params, *, ring=False, t_q=None, with_score=True):
     """:class:`SpikeKvCache` sized by an ``HwParams``-like object.
 
     Uses the attributes ``heads``, ``head_dim``, ``t_kv``, ``kv_depth`` (depth per head) and,
-    when present, ``read_register``, ``bram_rows`` and ``kv_sign_magnitude``.
+    when present, ``read_register``, ``bram_rows``, ``kv_sign_magnitude`` and
+    ``alternating_ports``.
     """
     return SpikeKvCache(heads=params.heads, head_dim=params.head_dim, t_kv=params.t_kv,
                         depth=params.kv_depth, t_q=t_q, ring=ring, with_score=with_score,
                         read_register=getattr(params, "read_register", False),
                         bram_rows=getattr(params, "bram_rows", 0),
-                        sign_magnitude=getattr(params, "kv_sign_magnitude", False))
+                        sign_magnitude=getattr(params, "kv_sign_magnitude", False),
+                        alternating_ports=getattr(params, "alternating_ports", False))

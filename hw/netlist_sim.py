@@ -38,8 +38,10 @@ _GATES = {"$_AND_": ("A", "B"), "$_OR_": ("A", "B"), "$_XOR_": ("A", "B"), "$_NO
           "$_NAND_": ("A", "B"), "$_NOR_": ("A", "B"), "$_XNOR_": ("A", "B"), "$_BUF_": ("A",)}
 _FF_RE = re.compile(r"^\$_(DFF|DFFE|SDFF|SDFFE|SDFFCE)_([PN01]+)_$")
 #: instance names of scripts/synth/sram_stub_map.v's cells, after flatten
-_STUB_RE = re.compile(r"^(?P<mem>.+)\.(?P<dir>rd|wr)\[(?P<p>\d+)\]\.(?:(?P<kind>data|addr)"
+_STUB_RE = re.compile(r"^(?P<mem>.+)\.(?P<dir>rd|wr)\[(?P<p>\d+)\]\.(?:(?P<kind>data|addr|we)"
                       r"\[(?P<i>\d+)\]\.(?P<pin>q|d|en)|(?P<en>en))$")
+#: data bits per write-enable stub (sram_stub_map.v: one per 32-bit macro word)
+_WE_GROUP = 32
 
 
 class NetlistMismatch(ValueError):
@@ -249,7 +251,7 @@ class GateNetlist:
             else:
                 if mt["pin"] == "q":
                     self._launch.append((con["Q"], con.get("CLK", self.c0)))
-                port.setdefault(mt["kind"] if mt["pin"] != "en" else "we", {})[int(mt["i"])] = (
+                port.setdefault(mt["kind"], {})[int(mt["i"])] = (
                     con["Q"] if mt["pin"] == "q" else con["D"])
         for mname, mem in self.mems.items():
             if mname not in geo:
@@ -271,7 +273,8 @@ class GateNetlist:
                 port["addr_bits"] = np.array([port["addr"][i] for i in sorted(port["addr"])])
             for port in mem["wr"].values():
                 port["data_bits"] = np.array([port["data"][i] for i in range(width)])
-                port["we_bits"] = np.array([port["we"][i] for i in range(width)])
+                port["we_bits"] = np.array([port["we"][i - i % _WE_GROUP]
+                                            for i in range(width)])
 
     def launch_periods(self, period, gate_periods=None):
         """Per net bit, the shortest period of the clocks whose edges reach it: ``period``

@@ -104,13 +104,15 @@ class HwParams:
         :class:`~spikemllm.hw.kv_cache.SpikeKvCache`). The FPGA flow turns it on: at the
         default sizes it is what lets the engine's memories fit an LFE5U-85F.
     alternating_ports : bool
-        Without ``read_register`` (the ASIC style): read the weight memories (the PE array's,
-        the dense MAC baseline's) through the SRAM macro's two ports in turn, each clocked
-        every other cycle (:class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`;
-        default False). The cited OpenRAM macro allows 145 MHz per port and drives its read
-        data 3.382 ns after its clock's falling edge; so read, it no longer limits the clock
-        to about 70 MHz. Two more cycles of latency in the PE array and the MAC baseline,
-        weights written every other cycle. The KV caches do not use it yet.
+        Without ``read_register`` (the ASIC style): read every memory (the PE array's and the
+        dense MAC baseline's weights, the KV caches' planes) through the SRAM macro's two
+        ports in turn, each clocked every other cycle
+        (:class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`; default False).
+        The cited OpenRAM macro allows 145 MHz per port and drives its read data 3.382 ns
+        after its clock's falling edge; so read, it no longer limits the clock to about
+        70 MHz. Two more cycles of latency in the PE array, the MAC baseline and the KV
+        caches' reads and scores; weights and KV planes written every other cycle, and KV
+        appends and walks take turns.
 
     Derived
     -------

@@ -151,8 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser):
                         ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
     g.add_argument("--alternating-ports", action="store_true", default=None,
-                   help="asic style: read the weight memories (PE array, MAC baseline) through "
-                        "the SRAM macro's two ports in turn, each clocked every other cycle "
+                   help="asic style: read every memory (weights, KV planes) through the SRAM "
+                        "macro's two ports in turn, each clocked every other cycle "
                         "(HwParams.alternating_ports; sky130 times each port with its "
                         "half-rate clock)")
     parser.add_argument("--rtl-style", choices=("auto",) + tuple(RTL_STYLES), default="auto",
@@ -450,7 +450,7 @@ def parse_sta_report(text):
 
 
 #: instance names the SRAM stub techmap (scripts/synth/sram_stub_map.v) gives its cells
-_SRAM_STUB_RE = re.compile(r"\.(rd|wr)\[\d+\]\.(en|(data|addr)\[\d+\]\.(q|d|en))$")
+_SRAM_STUB_RE = re.compile(r"\.(rd|wr)\[\d+\]\.(en|(data|addr)\[\d+\]\.(q|d)|we\[\d+\]\.en)$")
 
 
 def submodule_map(top_json, top):
@@ -491,7 +491,7 @@ def parse_instance_power(text, submodules, port_blocks=None):
     their gated clocks' buffers (``clock_gate_<n>...``), else ``top``. Cells at a block's
     boundary can take the name of a net in the block next to it, so the split is close, not
     exact. The SRAM timing stubs (``<memory>.rd[0].data[3].q``, ``.rd[0].en``,
-    ``.wr[0].data[3].en`` and the like; no power of their own) are left out.
+    ``.wr[0].we[0].en`` and the like; no power of their own) are left out.
     """
     port_blocks = port_blocks or {}
     blocks = {}
@@ -1930,7 +1930,7 @@ def _macro_timing_note(report):
             "period; registering the read data before computing on it would still need "
             f"2 x {tech.read_delay_ns:g} ns plus the register's setup, about the macro's own "
             f"{tech.min_period_ns:g} ns, so 200 MHz needs the reads spread over the macro's two "
-            f"ports, each clocked on alternate cycles{turns}")
+            f"ports, each clocked on alternate cycles (--alternating-ports){turns}")
 
 
 def _summarise(report, activity=None):

@@ -1,6 +1,7 @@
 // Yosys techmap: replace each $mem_v2 (left by `memory -nomap`) by zero-area timing stubs so
 // that memories never become flip-flops. spk_sram_q launches a read-data bit from the port
-// clock; spk_sram_d captures an address/data/enable bit. SRAM area and energy are added from
+// clock; spk_sram_d captures an address/data/enable bit (one write enable per 32 data bits,
+// the OpenRAM macro's word). SRAM area and energy are added from
 // hw/sram_model.py; the stubs only give STA the memory boundary (an ideal synchronous macro).
 (* techmap_celltype = "$mem_v2" *)
 module _spk_sram_stub (RD_CLK, RD_EN, RD_ARST, RD_SRST, RD_ADDR, RD_DATA,
@@ -54,6 +55,10 @@ module _spk_sram_stub (RD_CLK, RD_EN, RD_ARST, RD_SRST, RD_ADDR, RD_DATA,
         for (p = 0; p < WR_PORTS; p = p + 1) begin : wr
             for (i = 0; i < WIDTH; i = i + 1) begin : data
                 spk_sram_d d (.CLK(WR_CLK[p]), .D(WR_DATA[p*WIDTH+i]));
+            end
+            // one write enable per 32-bit macro (its web0 pin), not per bit: the designs
+            // write whole words, so each group's enable bits are one net
+            for (i = 0; i < WIDTH; i = i + 32) begin : we
                 spk_sram_d en (.CLK(WR_CLK[p]), .D(WR_EN[p*WIDTH+i]));
             end
             for (i = 0; i < ABITS; i = i + 1) begin : addr

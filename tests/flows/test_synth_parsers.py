@@ -144,7 +144,7 @@ Path Type: max
 
 Startpoint: weights.phase_sky130_fd_sc_hd__nor2_1_B_Y_sky130_fd_sc_hd__dfxtp_1_D
             (rising edge-triggered flip-flop clocked by clk)
-Endpoint: weights.mem.wr[0].data[0].en
+Endpoint: weights.mem.wr[0].we[0].en
           (rising edge-triggered flip-flop clocked by spk_weights.mem_port0)
 Path Group: spk_weights.mem_port0
 Path Type: max
@@ -445,7 +445,7 @@ INSTANCE_POWER = """\
  3.000000e-05 0.000000e+00 0.000000e+00 3.000000e-05 index_error_sky130_fd_sc_hd__dfxtp_1_Q
  5.000000e-06 5.000000e-06 0.000000e+00 1.000000e-05 acc[3].x_sky130_fd_sc_hd__nor2_1_Y
  0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 k_cache.planes.rd[0].data[3].q
- 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].data[12].en
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].we[32].en
  0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].addr[2].d
  0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.rd[1].en
 """

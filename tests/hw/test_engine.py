@@ -226,7 +226,8 @@ def test_reset_mid_stream():
     assert events_equal(got, ref2)
 
 
-@pytest.mark.parametrize("p", [P, P_FPGA], ids=["asic_style", "fpga_style"])
+@pytest.mark.parametrize("p", [P, P_FPGA, P_ALT], ids=["asic_style", "fpga_style",
+                                                      "alternating_ports"])
 def test_kv_caches_at_the_top(p):
     """K appends + a Q.K query through the engine's k_* streams match popcount_score; V appends
     past capacity are refused and flagged; counts, flags and KV_CLEAR work through registers."""
@@ -235,7 +236,9 @@ def test_kv_caches_at_the_top(p):
     dut = SpikeEngine(params=p)
     assert dut.has_kv_cache
     assert dut.k_cache.read_register == dut.v_cache.read_register == p.read_register
-    assert dut.latency == (6 if p.read_register else 5)  # as measured by the throughput test
+    assert dut.k_cache.alternating_ports == dut.v_cache.alternating_ports == p.alternating_ports
+    # as measured by the throughput test
+    assert dut.latency == (6 if p.read_register else 7 if p.alternating_ports else 5)
     kc, vc = dut.k_cache, dut.v_cache
     rng = np.random.default_rng(12)
     qm = (1 << p.t_kv) - 1

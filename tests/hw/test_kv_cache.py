@@ -259,15 +259,23 @@ class Traffic:
                                  vec=vec))
 
 
-#: the ``rr`` parameter of the tests: the asic style, the fpga style (read_register), and the
-#: fpga style with sign-magnitude storage (what the FPGA flow builds)
-STYLES = [False, True, "sign_magnitude"]
-STYLE_IDS = ["plain", "read_register", "sign_magnitude"]
+#: the ``rr`` parameter of the tests: the asic style, the fpga style (read_register), the
+#: fpga style with sign-magnitude storage (what the FPGA flow builds), and the asic style
+#: with the planes read through alternating SRAM ports
+STYLES = [False, True, "sign_magnitude", "alternating"]
+STYLE_IDS = ["plain", "read_register", "sign_magnitude", "alternating_ports"]
+
+
+def fpga(rr):
+    """The style registers its reads (read_register)."""
+    return rr in (True, "sign_magnitude")
 
 
 def make(**kw):
     if kw.get("read_register") == "sign_magnitude":
         kw.update(read_register=True, sign_magnitude=True)
+    if kw.get("read_register") == "alternating":
+        kw.update(read_register=False, alternating_ports=True)
     if kw.get("read_register"):
         kw.setdefault("bram_rows", 8)  # banked reads: several banks even at these sizes
     return SpikeKvCache(**kw)
@@ -305,7 +313,7 @@ def test_random_traffic_gaps_backpressure(ring, seed, rr):
     assert sum(not b["empty"] for b in scores) >= 40
     assert tr.log["refused"] and tr.log["clear"]
     # the collision monitor saw reads beside writes (ring mode never overlaps them)
-    assert tr.rw_cycles >= 10 if rr and not ring else tr.rw_cycles == 0, tr.rw_cycles
+    assert tr.rw_cycles >= 10 if fpga(rr) and not ring else tr.rw_cycles == 0, tr.rw_cycles
 
 
 @pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
@@ -454,16 +462,19 @@ def test_ring_overwrite_waits_for_a_held_read(rr, T):
         t.read(0, 0)
         t.p_ready = dict(read_data=0.0)
 
-    tr.hooks[20] = read_and_hold
-    tr.hooks[22] = lambda t: t.append(0, random_vector(rng, T, d))
-    tr.hooks[60] = lambda t: setattr(t, "p_ready", 1.0)
+    start = 2 * c.append_cycles + 6  # after the two appends (20 at one plane per cycle)
+    release = start + 40
+    tr.hooks[start] = read_and_hold
+    tr.hooks[start + 2] = lambda t: t.append(0, random_vector(rng, T, d))
+    tr.hooks[release] = lambda t: setattr(t, "p_ready", 1.0)
     tr.run()
     assert len(tr.log["read_data"]) == T  # each beat was checked against the oldest token
-    assert c.read_fifo_depth == (6 if rr else 0)
-    if not rr or T > c.read_fifo_depth:
-        assert tr.log["append"][-1] > 60  # the overwrite waited for the held read
+    assert tr.log["read"] == [start]
+    assert c.read_fifo_depth == (6 if fpga(rr) else 0)
+    if not fpga(rr) or T > c.read_fifo_depth:
+        assert tr.log["append"][-1] > release  # the overwrite waited for the held read
     else:
-        assert tr.log["append"][-1] < 60  # the read had left the memory
+        assert tr.log["append"][-1] < release  # the read had left the memory
 
 
 @pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
@@ -482,14 +493,15 @@ def test_read_latency(rr, T):
         for tok in (0, 2, 1, 3):
             t.read(1, tok)
 
-    tr.hooks[3 * T + 2] = reads
+    tr.hooks[3 * c.append_cycles + 2] = reads  # after the appends (+1: their first phase)
     tr.run()
     accepted = tr.log["read"]
     beats = [cyc for cyc, _ in tr.log["read_data"]]
     assert len(beats) == 4 * T
     for k, a in enumerate(accepted):
         assert beats[k * T:(k + 1) * T] == [a + c.read_latency + p for p in range(T)]
-    assert c.read_latency == 2 + 4 * bool(rr)  # read_register: address, word, mux, FIFO
+    # read_register: address, word, mux, FIFO; alternating ports: two read stages
+    assert c.read_latency == 2 + (4 if fpga(rr) else 2 if rr else 0)
     # the walker takes the next request when it has issued the last plane of the previous one
     assert all(b - a == T + 1 for a, b in zip(accepted, accepted[1:]))
 
@@ -509,7 +521,7 @@ def test_score_latency_and_throughput(T, n, rr):
         t.query(1, random_vector(rng, T, d))  # empty head
         t.query(0, random_vector(rng, T, d, "minus"))
 
-    tr.hooks[n * T + 1] = queries
+    tr.hooks[n * c.append_cycles + 2] = queries  # after the appends
     tr.run()
     q0, q1, q2 = tr.log["query"]
     sc = tr.log["score"]
@@ -518,10 +530,12 @@ def test_score_latency_and_throughput(T, n, rr):
     assert sc[n] == (q1 + c.empty_latency, dict(score=0, token=0, empty=1, last=1))
     assert [cyc for cyc, _ in sc[n + 1:]] == [q2 + c.score_latency + k * T for k in range(n)]
     # the walker takes the next request n * t_kv + 1 cycles after a query (2: empty head);
-    # with read_register a query behind a query waits three more cycles
-    assert q1 - q0 == n * T + 1 + 3 * bool(rr) and q2 - q1 == 2 + 3 * bool(rr)
-    assert c.score_latency == T + 4 + 5 * bool(rr)
-    assert c.empty_latency == 5 + 5 * bool(rr)
+    # a query behind a query waits three more cycles with read_register, two with
+    # alternating ports (until the last walk's planes have reached stage 1)
+    wait, extra = (3, 5) if fpga(rr) else (2, 2) if rr else (0, 0)
+    assert q1 - q0 == n * T + 1 + wait and q2 - q1 == 2 + wait
+    assert c.score_latency == T + 4 + extra
+    assert c.empty_latency == 5 + extra
 
 
 def test_read_beat_taken_during_score_stall():
@@ -600,7 +614,9 @@ def test_query_register_zero_outside_score_walks(rr):
             t.read(rng.randrange(2), rng.randrange(4))
             t.query(rng.randrange(2), random_vector(rng, 3, 8, "plus"))
 
-    tr.hooks[12] = traffic
+    # the rest comes later: with alternating ports no walk starts while appends are offered
+    later = 12 + (5 * c.append_cycles if c.alternating_ports else 0)
+    tr.hooks[later] = traffic
     seen = []
 
     def probe(t, ctx):
@@ -612,7 +628,7 @@ def test_query_register_zero_outside_score_walks(rr):
     tr.probes.append(probe)
     tr.run()
     assert any(seen) and not seen[-1]  # loaded during walks, cleared at the end
-    assert tr.log["query"][0] < 12 and tr.log["score"][0][1]["empty"]
+    assert tr.log["query"][0] < later and tr.log["score"][0][1]["empty"]
     assert sum(b["empty"] for _, b in tr.log["score"]) >= 2
 
 
@@ -771,9 +787,12 @@ def test_constructor_validation():
     ok = dict(heads=2, head_dim=8, t_kv=3, depth=4)
     for key, bad in [("heads", 0), ("head_dim", 0), ("t_kv", 16), ("depth", 0), ("t_kv", 2.0),
                      ("t_q", 0), ("ring", 1), ("with_score", None), ("read_register", 1),
-                     ("bram_rows", 3), ("sign_magnitude", 1), ("sign_magnitude", True)]:
+                     ("bram_rows", 3), ("sign_magnitude", 1), ("sign_magnitude", True),
+                     ("alternating_ports", 1)]:
         with pytest.raises(ValueError, match=key):
             SpikeKvCache(**{**ok, key: bad})  # sign_magnitude=True needs read_register
+    with pytest.raises(ValueError, match="alternating_ports needs read_register=False"):
+        SpikeKvCache(**ok, read_register=True, alternating_ports=True)
 
 
 def test_from_params_and_port_names():
@@ -792,8 +811,13 @@ def test_from_params_and_port_names():
         hp = HwParams(heads=2, head_dim=16, kv_depth=8, read_register=True)
         c2 = kv_cache_from_params(hp)
         assert (c2.heads, c2.head_dim, c2.t_kv, c2.depth) == (2, 16, hp.t_kv, 8)
-        assert c2.read_register
+        assert c2.read_register and not c2.alternating_ports
         c2._MustUse__silence = True
+        c3 = kv_cache_from_params(HwParams(heads=2, head_dim=16, kv_depth=8,
+                                           alternating_ports=True))
+        assert c3.alternating_ports and c3.append_cycles == 2 * c3.t_kv
+        assert c3.read_latency == SpikeKvCache.READ_LATENCY + 2
+        c3._MustUse__silence = True
     # the port list is a contract with the cosim drivers (docs/kv-cache.md)
     v = verilog.convert(make(heads=2, head_dim=8, t_kv=3, depth=4), name="spike_kv_cache")
     ports = sorted(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)", v, re.M))

@@ -121,6 +121,26 @@ def test_gate_level_netlist_replays_the_rtl_trace(tmp_path, design):
 
 
 @needs_yosys
+@pytest.mark.parametrize("alternating", [False, True], ids=["one_read_port", "alternating"])
+def test_a_wide_memory_replays_with_one_write_enable_per_macro(tmp_path, alternating):
+    """64-bit weight rows: two write-enable stubs (one per 32-bit macro, sram_stub_map.v),
+    each standing for its 32 bits in the netlist simulation; with alternating ports the
+    memory's two read ports replay too."""
+    p = HwParams(lanes=16, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2,
+                 alternating_ports=alternating)
+    case = random_engine_case(p, seed=6, n_tokens=3, in_features=p.in_max)
+    r = RA.pe_array_activity(p, case.weights, case.events, horner=case.horner, trace=True)
+    designs, _ = S.build_designs(p, ["pe_array"])
+    nl = gated_netlist(tmp_path, designs["pe_array"], "pe_array")
+    (mem,) = nl.mems.values()
+    assert len(mem["rd"]) == (2 if alternating else 1) and mem["width"] == 64
+    (wr,) = mem["wr"].values()
+    assert sorted(wr["we"]) == [0, 32]
+    run = nl.simulate(r["port_trace"])          # raises on any output bit in any cycle
+    assert run.checked_output_bits > 0
+
+
+@needs_yosys
 def test_the_pe_arrays_upper_accumulator_bits_go_behind_clock_gates(tmp_path):
     """Each lane's accumulator is split: its low bits take the main clock in every cycle, its
     upper bits a gated clock, on only in the cycles they change (carry, restart, doubling)."""
