@@ -7,11 +7,21 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AlternatingPortMemory", "ALTERNATING_PORTS_ATTR"]
+__all__ = ["AlternatingPortMemory", "ALTERNATING_PORTS_ATTR", "check_alternating_ports"]
 
 #: Yosys attribute on the memory: the synthesis flow times its port 0 (read/write) and port 1
 #: (read) as clocked at half the core clock, rising at the even and the odd core edges
 ALTERNATING_PORTS_ATTR = "spk_alternating_ports"
+
+
+def check_alternating_ports(alternating_ports, read_register):
+    """ValueError unless ``alternating_ports`` is a bool, and False with ``read_register``
+    (the blocks' ``alternating_ports`` keyword: an asic-style memory, not the fpga style's
+    registered block RAMs)."""
+    if not isinstance(alternating_ports, bool):
+        raise ValueError(f"alternating_ports must be True or False, not {alternating_ports!r}")
+    if alternating_ports and read_register:
+        raise ValueError("alternating_ports needs read_register=False, not read_register=True")
 
 
 class AlternatingPortMemory(wiring.Component):

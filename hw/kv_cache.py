@@ -14,7 +14,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .alternating_memory import AlternatingPortMemory
+from .alternating_memory import AlternatingPortMemory, check_alternating_ports
 from .registered_memory import RegisteredReadMemory, check_read_register
 
 __all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
@@ -330,12 +330,7 @@ class SpikeKvCache(wiring.Component):
             if sign_magnitude and not read_register:
                 raise ValueError("sign_magnitude needs read_register (the fpga style), not "
                                  f"read_register={read_register!r}")
-            if not isinstance(alternating_ports, bool):
-                raise ValueError(f"alternating_ports must be True or False, not "
-                                 f"{alternating_ports!r}")
-            if alternating_ports and read_register:
-                raise ValueError("alternating_ports needs read_register=False, not "
-                                 "read_register=True")
+            check_alternating_ports(alternating_ports, read_register)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise

@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .alternating_memory import AlternatingPortMemory
+from .alternating_memory import AlternatingPortMemory, check_alternating_ports
 from .registered_memory import RegisteredReadMemory, check_read_register, result_stall
 
 __all__ = ["DenseMacLanes", "activation_bits", "default_acc_bits", "input_layout", "input_toggles",
@@ -147,12 +147,7 @@ class DenseMacLanes(wiring.Component):
                 acc_bits = default_acc_bits(w_bits=w_bits, a_bits=a_bits, in_max=in_max)
             _check_int("acc_bits", acc_bits, w_bits + a_bits - 1, 64)
             check_read_register(read_register, bram_rows)
-            if not isinstance(alternating_ports, bool):
-                raise ValueError(f"alternating_ports must be True or False, not "
-                                 f"{alternating_ports!r}")
-            if alternating_ports and read_register:
-                raise ValueError("alternating_ports needs read_register=False, not "
-                                 "read_register=True")
+            check_alternating_ports(alternating_ports, read_register)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 from spikemllm.sw import numerics as nx
 
+from .alternating_memory import check_alternating_ports
+
 __all__ = ["HwParams", "clog2", "is_pow2"]
 
 
@@ -171,12 +173,7 @@ class HwParams:
                              f"{self.kv_sign_magnitude!r}")
         if self.kv_sign_magnitude and not self.read_register:
             raise ValueError("kv_sign_magnitude needs read_register, not read_register=False")
-        if not isinstance(self.alternating_ports, bool):
-            raise ValueError(f"alternating_ports must be True or False, not "
-                             f"{self.alternating_ports!r}")
-        if self.alternating_ports and self.read_register:
-            raise ValueError("alternating_ports is for the asic style: it needs "
-                             "read_register=False, not read_register=True")
+        check_alternating_ports(self.alternating_ports, self.read_register)
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits = {self.acc_bits} exceeds 64 (t_max={self.t_max}, "
                              f"in_max={self.in_max}, w_bits={self.w_bits}); lower one of them")

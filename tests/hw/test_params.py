@@ -46,7 +46,7 @@ def test_t_kv_default_follows_t_max():
     ({"kv_sign_magnitude": True}, "kv_sign_magnitude needs read_register"),
     ({"alternating_ports": 1}, "alternating_ports must be True or False, not 1"),
     ({"alternating_ports": True, "read_register": True},
-     "alternating_ports is for the asic style: it needs read_register=False"),
+     "alternating_ports needs read_register=False, not read_register=True"),
 ])
 def test_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
