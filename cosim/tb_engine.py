@@ -198,7 +198,9 @@ async def run_entry(dut, entry_index):
         rows[first] ^= 1
     wdrv = StreamDriver(dut.clk, *stream_ports(dut, "w_stream"), name="w_stream")
     wdrv.send(addr | (row << params.index_bits) for addr, row in enumerate(rows))
-    await with_timeout(wdrv.wait_idle(), (len(rows) + 20) * CLOCK_NS, "ns")
+    # a row per cycle, or every other cycle through alternating SRAM ports
+    per_row = 2 if params.alternating_ports else 1
+    await with_timeout(wdrv.wait_idle(), (per_row * len(rows) + 20) * CLOCK_NS, "ns")
     await ClockCycles(dut.clk, 2)
 
     # ---- reference model -> scoreboard ---------------------------------------------------

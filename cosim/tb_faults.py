@@ -221,7 +221,9 @@ async def _load_weights(dut, params, weights, problems):
     rows = pack_weight_rows(weights, params.w_bits)
     wdrv = StoppableDriver(dut.clk, *stream_ports(dut, "w_stream"), name="w_stream")
     wdrv.send(addr | (int(row) << params.index_bits) for addr, row in enumerate(rows))
-    await _bounded(wdrv.wait_idle(), len(rows) + 20, "weight load", problems)
+    # a row per cycle, or every other cycle through alternating SRAM ports
+    per_row = 2 if params.alternating_ports else 1
+    await _bounded(wdrv.wait_idle(), per_row * len(rows) + 20, "weight load", problems)
     wdrv.stop()
     await ClockCycles(dut.clk, 2)
 

@@ -43,11 +43,9 @@ class AlternatingPortMemory(wiring.Component):
     cycle's phase, and only when that port holds no word still waiting for the register (one
     in ``a1``): a port is never read again before its word is registered, whatever the
     stalls, and a port's output holds while it is not read. A write takes port 0 in a cycle
-    of phase 0 in which no read is asked for (``w_ready``: at most half the clock rate):
-    reads come first, so load the weights before the reads. The write enable (one pin per
-    data bit in the synthesis stubs) then depends on inputs and the phase only, never on
-    the read-side logic, and the read side never waits for it. A write does not change port
-    0's read data (the macro updates its output only on a read).
+    of phase 0 (``w_ready``, half the clock rate), and no read is issued in that cycle:
+    writes come first, so neither side starves (reads keep the phase-1 cycles). A write does
+    not change port 0's read data (the macro updates its output only on a read).
 
     In the simulation model each port is an ``amaranth.lib.memory`` read port clocked by the
     core clock and enabled in its phase's cycles only, which reads at the same edges as the
@@ -69,8 +67,8 @@ class AlternatingPortMemory(wiring.Component):
     r_addr, r_en : In
         A read of ``r_addr`` is issued at an edge where ``r_en`` and ``r_ready`` are high.
     r_ready : Out(1)
-        A read may be issued at this edge: ``hold`` is low and the phase's port has no word
-        waiting for the register.
+        A read may be issued at this edge: ``hold`` is low, no write takes the port, and the
+        phase's port has no word waiting for the register.
     hold : In(1)
         The consumer's pipeline holds: nothing is issued and the reads in flight stay put.
     r_data : Out(shape)
@@ -81,7 +79,7 @@ class AlternatingPortMemory(wiring.Component):
     w_addr, w_data, w_en : In
         A write of ``w_data`` to ``w_addr`` at an edge where ``w_en`` and ``w_ready`` are high.
     w_ready : Out(1)
-        Port 0 can write at this edge: ``phase`` 0 and ``r_en`` low.
+        Port 0 can write at this edge (``phase`` 0).
     """
 
     #: advancing edges from a read's issue to its word on ``r_data``
@@ -111,15 +109,16 @@ class AlternatingPortMemory(wiring.Component):
         ports = [mem.read_port(), mem.read_port()]  # port 0's reads, then port 1's
 
         m.d.sync += self.phase.eq(~self.phase)
-        a1_valid, a1_port = Signal(), Signal()   # a port is reading
-        a2_valid, a2_port = Signal(), Signal()   # its word is registered at this edge
+        a1_valid, a1_port = Signal(name="a1_valid"), Signal(name="a1_port")  # a port reads
+        # its word is registered at this edge
+        a2_valid, a2_port = Signal(name="a2_valid"), Signal(name="a2_port")
         write = Signal()
         issue = Signal()
         m.d.comb += [
-            self.w_ready.eq(~self.phase & ~self.r_en),
+            self.w_ready.eq(~self.phase),
             write.eq(self.w_en & self.w_ready),
             wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(write),
-            self.r_ready.eq(~self.hold & ~(a1_valid & (a1_port == self.phase))),
+            self.r_ready.eq(~self.hold & ~write & ~(a1_valid & (a1_port == self.phase))),
             issue.eq(self.r_en & self.r_ready),
         ]
         for p, port in enumerate(ports):

@@ -62,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser):
                    help="with --read-register: KV caches store magnitude planes and one sign "
                         "word per vector (8/14 of the bits at t_kv 7; fits the default on an "
                         "LFE5U-85F)")
-    g.add_argument("--alternating-ports", action="store_true",
-                   help="without --read-register: read every memory (weights, KV planes) "
-                        "through the SRAM macro's two ports in turn, each clocked every other "
-                        "cycle (the OpenRAM macro then no longer limits the clock; +2 cycles "
-                        "of read latency, writes every other cycle)")
+    g.add_argument("--alternating-ports", action=argparse.BooleanOptionalAction, default=None,
+                   help="read every memory (weights, KV planes) through the SRAM macro's two "
+                        "ports in turn, each clocked every other cycle (the OpenRAM macro then "
+                        "no longer limits the clock; +2 cycles of read latency, writes every "
+                        "other cycle); default: on without --read-register, off with it")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder (default %(default)s)")
     parser.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
 

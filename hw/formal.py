@@ -631,8 +631,8 @@ class ProofResult:
 _FIRING_P = HwParams(lanes=2, w_bits=2, t_max=3, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)
 _PE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2, t_kv=1,
-                 frac_bits=1, theta_bits=3)
-_PE_P_FPGA = dataclasses.replace(_PE_P, read_register=True, bram_rows=2)
+                 frac_bits=1, theta_bits=3, alternating_ports=False)  # one weight read port
+_PE_P_FPGA = dataclasses.replace(_PE_P, read_register=True, bram_rows=2, alternating_ports=False)
 _PE_P_ALT = dataclasses.replace(_PE_P, alternating_ports=True)
 _ENGINE_P = HwParams(lanes=2, w_bits=2, t_max=2, in_max=2, kv_depth=2, heads=1, head_dim=2,
                      t_kv=1, frac_bits=1, theta_bits=3)

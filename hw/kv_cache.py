@@ -267,7 +267,8 @@ class SpikeKvCache(wiring.Component):
         ALTERNATING_PORTS_CYCLES more read, score and empty latency, and a query right
         behind a query waits two cycles more. Port 0 also writes, in its own cycles, so an
         append plane is taken every other cycle (``append_cycles`` = 2 * t_kv, one more
-        when it starts in the other phase). Appends wait while a walk is in progress or
+        when it starts in the other phase; a refused beat still takes one cycle). Appends
+        wait while a walk is in progress or
         being accepted, and no walk is accepted while an append is offered, in ring mode or
         not: the walk in progress finishes, then the append, then the next walk.
 
@@ -529,11 +530,14 @@ class SpikeKvCache(wiring.Component):
         a_slot = wptrs[a_head] if ring else a_count
         append_mid = a_plane != 0
         a_blocked = self.clear | (busy | accepting | read_pending if ring else 0)
+        # alternating ports: port 0 writes at a phase-0 edge with no read asked for (the
+        # walker's busy): a plane taken in a phase-1 cycle with no walk running or starting
+        # is written at the next edge (the write port is registered), before any walk can
+        # read it. A refused beat writes nothing and is taken in any cycle.
+        a_store_ok = Const(1, 1)
         if alternate:
-            # port 0 writes at a phase-0 edge with no read asked for (the walker's busy): a
-            # plane taken in a phase-1 cycle with no walk running or starting is written at
-            # the next edge (the write port is registered), before any walk can read it
-            a_blocked = self.clear | busy | accepting | (mem.phase == 0)
+            a_blocked = self.clear | busy | accepting
+            a_store_ok = mem.phase == 1
 
         # The write port is registered: a plane lands one cycle after it is presented, so the
         # memory's write enable (one pin per data bit) is driven by a flip-flop, not by the
@@ -582,7 +586,7 @@ class SpikeKvCache(wiring.Component):
             with m.If(~a_head_ok | (a_full if not ring else 0)):
                 m.d.comb += ap.ready.eq(1)
                 m.d.sync += self.error.eq(1)
-            with m.Else():
+            with m.Elif(a_store_ok):
                 m.d.sync += wr_en.eq(1)
                 if self.sign_magnitude:
                     with m.If(a_plane == 0):

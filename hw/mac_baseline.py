@@ -113,8 +113,8 @@ class DenseMacLanes(wiring.Component):
         :class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`, as
         ``HwParams.alternating_ports`` does in the PE array: the row is registered two
         cycles after its address (ALTERNATING_PORTS_CYCLES more latency), an input is
-        accepted only when its cycle's port is free, and ``w_stream`` takes a row in a
-        cycle of port 0 with no input offered (every other cycle at most).
+        accepted only when its cycle's port is free and no row is written, and
+        ``w_stream`` takes a row every other cycle.
 
     Members
     -------

@@ -109,7 +109,8 @@ class HwParams:
         Without ``read_register`` (the ASIC style): read every memory (the PE array's and the
         dense MAC baseline's weights, the KV caches' planes) through the SRAM macro's two
         ports in turn, each clocked every other cycle
-        (:class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`; default False).
+        (:class:`~spikemllm.hw.alternating_memory.AlternatingPortMemory`). Default (None):
+        ``not read_register``, so True in the asic style and False in the fpga style.
         The cited OpenRAM macro allows 145 MHz per port and drives its read data 3.382 ns
         after its clock's falling edge; so read, it no longer limits the clock to about
         70 MHz. Two more cycles of latency in the PE array, the MAC baseline and the KV
@@ -146,7 +147,7 @@ class HwParams:
     bram_rows: int = 0
     firing_parts: int = 5
     kv_sign_magnitude: bool = False
-    alternating_ports: bool = False
+    alternating_ports: bool = None  # resolved to not read_register in __post_init__
 
     def __post_init__(self):
         _pow2_in("lanes", self.lanes, 2, 1024)
@@ -173,6 +174,8 @@ class HwParams:
                              f"{self.kv_sign_magnitude!r}")
         if self.kv_sign_magnitude and not self.read_register:
             raise ValueError("kv_sign_magnitude needs read_register, not read_register=False")
+        if self.alternating_ports is None:
+            object.__setattr__(self, "alternating_ports", not self.read_register)
         check_alternating_ports(self.alternating_ports, self.read_register)
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits = {self.acc_bits} exceeds 64 (t_max={self.t_max}, "

@@ -65,8 +65,8 @@ class TernaryAccumulatorArray(wiring.Component):
     the SRAM macro's two ports, each clocked every other cycle, and the row is registered two
     cycles after its address, so the lanes add in cycle c+3: LATENCY +
     ALTERNATING_PORTS_CYCLES. An event is accepted only when its cycle's port is free (after
-    an odd-length stall, one bubble); ``w_stream`` takes a row in a cycle of port 0 with no
-    event offered (every other cycle at most): load the weights before the events. The lanes are those of the asic style, fed from the registered
+    an odd-length stall, one bubble) and no row is written; ``w_stream`` takes a row every
+    other cycle (port 0's), and an event waits in a cycle that writes one. The lanes are those of the asic style, fed from the registered
     row.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds

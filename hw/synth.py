@@ -150,11 +150,11 @@ def add_arguments(parser: argparse.ArgumentParser):
                         ("kv-depth", "KV-cache tokens per head"), ("heads", "KV heads"),
                         ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
-    g.add_argument("--alternating-ports", action="store_true", default=None,
+    g.add_argument("--alternating-ports", action=argparse.BooleanOptionalAction, default=None,
                    help="asic style: read every memory (weights, KV planes) through the SRAM "
                         "macro's two ports in turn, each clocked every other cycle "
-                        "(HwParams.alternating_ports; sky130 times each port with its "
-                        "half-rate clock)")
+                        "(HwParams.alternating_ports, on by default in the asic style; sky130 "
+                        "times each port with its half-rate clock)")
     parser.add_argument("--rtl-style", choices=("auto",) + tuple(RTL_STYLES), default="auto",
                         help="RTL pipeline for the technology, the same arithmetic: asic "
                              "(HwParams defaults) or fpga (read_register: memory reads "

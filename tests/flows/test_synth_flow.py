@@ -259,9 +259,11 @@ def _macro_period_from(work, design, start_ns):
 
 @needs_sky130
 def test_sky130_fmax_with_the_macros_read_timing(tmp_path):
+    """One read port (--no-alternating-ports): the lanes add the row read in the cycle
+    before, so the macro's read timing, not the logic, sets the clock."""
     out = tmp_path / "synth"
     assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
-                  "--out", str(out)) == 0
+                  "--no-alternating-ports", "--out", str(out)) == 0
     rep = json.loads((out / "synth.json").read_text())
     pe = rep["targets"]["sky130"]["designs"]["pe_array"]
     mt = pe["timing_with_sram_macro"]
@@ -286,11 +288,12 @@ def test_sky130_fmax_with_the_macros_read_timing(tmp_path):
 
 @needs_sky130
 def test_sky130_alternating_ports_keep_the_macro_off_the_critical_path(tmp_path):
-    """--alternating-ports: the weights read through the macro's two ports in turn, each on
-    its half-rate clock, reach the logic's own fmax; each port reads at half the op rate."""
+    """Alternating ports (the asic default): the weights read through the macro's two ports
+    in turn, each on its half-rate clock, reach the logic's own fmax; each port reads at
+    half the op rate."""
     out = tmp_path / "synth"
     assert _synth(*TINY, "--target", "sky130", "--designs", "pe_array,mac_baseline",
-                  "--alternating-ports", "--clock-mhz", "100", "--out", str(out)) == 0
+                  "--clock-mhz", "100", "--out", str(out)) == 0      # the asic default
     rep = json.loads((out / "synth.json").read_text())
     assert rep["params"]["alternating_ports"] is True
     for name, d in rep["targets"]["sky130"]["designs"].items():
@@ -465,8 +468,9 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     f = tmp_path / "activity.json"
     f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac.npz"],
                                                        "pe_array": ["traces/pe.npz"]},
-                             "sram_reads_per_cycle_by_design": {"mac_baseline": {"weights": 0.25},
-                                                                "pe_array": {"weights": 0.25}}}))
+                             "sram_reads_per_cycle_by_design": {
+                                 "mac_baseline": {"weights.mem": 0.25},
+                                 "pe_array": {"weights.mem": 0.25}}}))
     out = tmp_path / "synth"
     assert _synth(*TINY, "--target", "sky130", "--designs", "spike_engine,pe_array,mac_baseline",
                   "--clock-mhz", "100", "--activity", str(f), "--clock-gating",
@@ -563,8 +567,11 @@ def test_sky130_prices_power_from_every_nets_simulated_activity(tmp_path):
         # every net but clk, also those named "\$signal$..." or "\k_cache.$signal$..."
         assert na["nets_annotated"] == na["nets_in_sta"] - 1 == na["nets"]
     assert "\\$signal$" in (tmp_path / "busy" / "sky130" / "mac_baseline.netlist.v").read_text()
-    assert idle["net_activity"]["mean_toggle_rate"] == 0.0
-    assert idle["power_mw"]["switching"] < 0.01 * busy["power_mw"]["switching"]
+    # idle, only the alternating ports' phase (the port clocks' divider) and its fan-out toggle
+    assert idle["net_activity"]["mean_toggle_rate"] < 0.1 * busy["net_activity"]["mean_toggle_rate"]
+    # (the phase toggles w_stream.ready, an output, in every cycle: a tenth of the busy TINY
+    # array's switching, which is small itself)
+    assert idle["power_mw"]["switching"] < 0.2 * busy["power_mw"]["switching"]
     assert idle["power_mw"]["internal"] < busy["power_mw"]["internal"]
     assert "net_activity" not in plain
     assert "set_power_pin_activity" not in (tmp_path / "plain" / "sky130" /

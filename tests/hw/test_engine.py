@@ -13,7 +13,8 @@ from spikemllm.sw import events as E
 
 P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=32, frac_bits=4, theta_bits=16,
              kv_depth=4, heads=2, head_dim=8, t_kv=3)
-P_FPGA = dataclasses.replace(P, read_register=True, bram_rows=8, firing_parts=1)  # FPGA style
+P_FPGA = dataclasses.replace(P, read_register=True, bram_rows=8, firing_parts=1,
+                             alternating_ports=False)  # FPGA style
 P_ALT = dataclasses.replace(P, alternating_ports=True)  # weights through alternating SRAM ports
 
 

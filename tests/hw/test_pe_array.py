@@ -15,8 +15,8 @@ from spikemllm.hw.pe_array import TernaryAccumulatorArray
 from spikemllm.hw.streams import unpack_acc_vector
 from spikemllm.sw import events as E
 
-P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16)
-P_RR = dataclasses.replace(P, read_register=True, bram_rows=4)  # 4 banks of 4 rows
+P = HwParams(lanes=4, w_bits=4, t_max=4, in_max=16, alternating_ports=False)  # one read port
+P_RR = dataclasses.replace(P, read_register=True, bram_rows=4, alternating_ports=False)  # 4 banks
 P_ALT = dataclasses.replace(P, alternating_ports=True)
 BOTH = pytest.mark.parametrize("p", [P, P_RR], ids=["plain", "read_register"])
 STYLES = pytest.mark.parametrize("p", [P, P_RR, P_ALT],

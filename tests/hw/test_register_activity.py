@@ -32,7 +32,12 @@ def test_clocked_registers_are_the_flip_flops_not_the_memory():
     names = set(RA.clocked_registers(TernaryAccumulatorArray(params=P)))
     # the accumulators are split (low bits clocked every cycle, the rest on a carry)
     assert {"acc0_lo", "acc0_hi", "acc1_lo", "fresh", "o_valid", "s1_sign", "s1_valid"} <= names
-    assert not any("weights" in n or "data" in n for n in names)
+    assert not any(n.startswith("weights.mem") for n in names)   # the words are no registers
+    # the asic style's memory is read through alternating ports: its row register and phase are
+    assert P.alternating_ports and {"weights.r_data", "weights.phase", "weights.a1_valid"} <= names
+    one_port = set(RA.clocked_registers(TernaryAccumulatorArray(
+        params=HwParams(lanes=2, w_bits=4, t_max=4, in_max=16, alternating_ports=False))))
+    assert not any("weights" in n or "data" in n for n in one_port)
 
 
 def test_pe_accumulator_toggles_follow_the_running_sums():
@@ -66,7 +71,8 @@ def test_mac_activation_register_toggles_follow_the_dense_stream():
 
 def test_engine_registers_idle_kv_caches_do_not_toggle():
     """The whole engine on a linear-layer stream: the PE accumulators toggle, the idle KV
-    caches' registers do not."""
+    caches' registers do not (but the phase of their memories' alternating ports, the
+    half-rate port clocks' divider)."""
     from spikemllm.cosim.stimulus import EngineCase
 
     p = HwParams(lanes=2, w_bits=4, t_max=4, in_max=16, kv_depth=4, heads=1, head_dim=4,
@@ -76,24 +82,33 @@ def test_engine_registers_idle_kv_caches_do_not_toggle():
                       theta=1 << p.frac_bits, frac_bits=p.frac_bits)
     r = RA.spike_engine_activity(p, case)
     kv = [n for n in r["by_register"] if n.startswith(("k_cache.", "v_cache."))]
-    assert len(kv) > 20 and all(r["by_register"][n] == 0 for n in kv)
+    phases = {"k_cache.planes.phase", "v_cache.planes.phase"}
+    assert phases <= set(kv) and all(r["by_register"][n] == r["cycles"] for n in phases)
+    assert len(kv) > 20 and all(r["by_register"][n] == 0 for n in kv if n not in phases)
     assert r["by_register"]["pe.acc0_lo"] > 0
     assert 0 < r["rate"] < 1
-    # the idle KV memories are never read; the weight memory at least once per event
-    assert set(r["memory_reads"]) == {"k_cache.planes", "pe.weights", "v_cache.planes"}
-    assert r["memory_reads"]["k_cache.planes"] == r["memory_reads"]["v_cache.planes"] == 0
-    assert len(ev) <= r["memory_reads"]["pe.weights"] <= r["cycles"] + 1  # edges, first included
+    # the idle KV memories are never read; the weight memory once per event
+    assert set(r["memory_reads"]) == {"k_cache.planes.mem", "pe.weights.mem",
+                                      "v_cache.planes.mem"}
+    assert r["memory_reads"]["k_cache.planes.mem"] == r["memory_reads"]["v_cache.planes.mem"] == 0
+    assert r["memory_reads"]["pe.weights.mem"] == len(ev)
 
 
 def test_weight_memories_read_in_every_unstalled_cycle():
-    """The PE array's and the MAC baseline's read ports are enabled whenever they are not
-    stalled, input or not: with the output always ready, at every counted clock edge."""
+    """With one read port the PE array's and the MAC baseline's reads are enabled whenever
+    they are not stalled, input or not: with the output always ready, at every counted clock
+    edge. Through alternating ports (the asic default) a memory reads once per input, each
+    read counted on one of its two ports."""
     w, q, ev = _case(4)
-    r = RA.pe_array_activity(P, w, ev)
-    assert list(RA.memory_read_enables(TernaryAccumulatorArray(params=P))) == ["weights"]
+    one = HwParams(lanes=2, w_bits=4, t_max=4, in_max=16, alternating_ports=False)
+    r = RA.pe_array_activity(one, w, ev)
+    assert list(RA.memory_read_enables(TernaryAccumulatorArray(params=one))) == ["weights"]
     assert r["memory_reads"] == {"weights": r["cycles"] + 1} and r["cycles"] > len(ev)
-    r = RA.mac_baseline_activity(P, w, ev)
+    r = RA.mac_baseline_activity(one, w, ev)
     assert r["memory_reads"] == {"weights": r["cycles"] + 1}
+    ens = RA.memory_read_enables(TernaryAccumulatorArray(params=P))
+    assert list(ens) == ["weights.mem"] and len(ens["weights.mem"]) == 2
+    assert RA.pe_array_activity(P, w, ev)["memory_reads"] == {"weights.mem": len(ev)}
 
 
 def _kv_case(seed, tokens=5, queries=2):
@@ -113,7 +128,7 @@ def test_kv_cache_activity_walks_every_key_plane_and_checks_the_scores():
     r = RA.kv_cache_activity(p, case)
     nq, heads, tokens = case.expected_scores().shape
     assert r["scores"] == nq * heads * tokens
-    assert r["memory_reads"] == {"planes": nq * heads * tokens * p.t_kv}
+    assert r["memory_reads"] == {"planes.mem": nq * heads * tokens * p.t_kv}
     assert r["by_register"]["acc"] > 0 and 0 < r["rate"] < 1
     from spikemllm.hw.kv_cache import kv_cache_from_params
     c = kv_cache_from_params(p)
@@ -143,8 +158,8 @@ def test_regression_activity_keys_for_the_kv_cache(tmp_path):
     r = RA.kv_cache_activity(p, case)
     a = R.register_activity([], p, log=lambda m: None, kv_cases=[case])
     assert a["register_activity_by_design"] == {"spike_kv_cache": r["rate"]}
-    assert a["sram_reads_per_cycle_by_design"]["spike_kv_cache"]["planes"] == pytest.approx(
-        r["memory_reads"]["planes"] / r["cycles"])
+    assert a["sram_reads_per_cycle_by_design"]["spike_kv_cache"]["planes.mem"] == (
+        pytest.approx(r["memory_reads"]["planes.mem"] / r["cycles"]))
     assert a["port_activity_by_design"]["spike_kv_cache"] == pytest.approx(r["port_toggles"])
     assert a["score_planes_per_cycle"] == pytest.approx(r["scores"] * p.t_kv / r["cycles"])
     assert "head_dim 8, t_kv 3" in a["register_activity_source"]
