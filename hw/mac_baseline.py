@@ -172,15 +172,13 @@ class DenseMacLanes(wiring.Component):
         m = Module()
         lanes, w_bits = self.lanes, self.w_bits
 
-        if self.read_register:
-            m.submodules.weights = weights = RegisteredReadMemory(
-                shape=unsigned(lanes * w_bits), depth=self.in_max, bank_rows=self.bram_rows,
-                no_rw_check=True)
-            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
-            rd_addr, rd_en = weights.r_addr, weights.r_en
-        elif self.alternating_ports:
-            m.submodules.weights = weights = AlternatingPortMemory(
-                shape=unsigned(lanes * w_bits), depth=self.in_max)
+        if self.read_register or self.alternating_ports:
+            if self.read_register:
+                weights = RegisteredReadMemory(shape=unsigned(lanes * w_bits), depth=self.in_max,
+                                               bank_rows=self.bram_rows, no_rw_check=True)
+            else:
+                weights = AlternatingPortMemory(shape=unsigned(lanes * w_bits), depth=self.in_max)
+            m.submodules.weights = weights
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
         else:

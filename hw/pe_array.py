@@ -66,8 +66,8 @@ class TernaryAccumulatorArray(wiring.Component):
     cycles after its address, so the lanes add in cycle c+3: LATENCY +
     ALTERNATING_PORTS_CYCLES. An event is accepted only when its cycle's port is free (after
     an odd-length stall, one bubble) and no row is written; ``w_stream`` takes a row every
-    other cycle (port 0's), and an event waits in a cycle that writes one. The lanes are those of the asic style, fed from the registered
-    row.
+    other cycle (port 0's), and an event waits in a cycle that writes one. The lanes are
+    those of the asic style, fed from the registered row.
 
     Overflow is impossible: ``acc_bits`` (see :class:`~spikemllm.hw.params.HwParams`) holds
     ``(2**T_MAX - 1) * IN_MAX * 2**(W_BITS-1)``, the largest |acc| of a valid stream (each
@@ -137,15 +137,13 @@ class TernaryAccumulatorArray(wiring.Component):
         m = Module()
 
         alternate = p.alternating_ports
-        if p.read_register:
-            m.submodules.weights = weights = RegisteredReadMemory(
-                shape=unsigned(p.row_bits), depth=p.in_max, bank_rows=p.bram_rows,
-                no_rw_check=True)
-            wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
-            rd_addr, rd_en = weights.r_addr, weights.r_en
-        elif alternate:
-            m.submodules.weights = weights = AlternatingPortMemory(
-                shape=unsigned(p.row_bits), depth=p.in_max)
+        if p.read_register or alternate:
+            if p.read_register:
+                weights = RegisteredReadMemory(shape=unsigned(p.row_bits), depth=p.in_max,
+                                               bank_rows=p.bram_rows, no_rw_check=True)
+            else:
+                weights = AlternatingPortMemory(shape=unsigned(p.row_bits), depth=p.in_max)
+            m.submodules.weights = weights
             wr_addr, wr_data, wr_en = weights.w_addr, weights.w_data, weights.w_en
             rd_addr, rd_en = weights.r_addr, weights.r_en
         else:
