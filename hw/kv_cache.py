@@ -268,9 +268,9 @@ class SpikeKvCache(wiring.Component):
         behind a query waits two cycles more. Port 0 also writes, in its own cycles, so an
         append plane is taken every other cycle (``append_cycles`` = 2 * t_kv, one more
         when it starts in the other phase; a refused beat still takes one cycle). Appends
-        wait while a walk is in progress or
-        being accepted, and no walk is accepted while an append is offered, in ring mode or
-        not: the walk in progress finishes, then the append, then the next walk.
+        wait while a walk is in progress or being accepted, and no walk is accepted while an
+        append is offered, in ring mode or not: the walk in progress finishes, then the
+        append, then the next walk.
 
     Members
     -------
