@@ -1369,8 +1369,6 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 d["memories"].append(dict(m, bits=macro.bits, area_um2=a))
             d["area_um2"]["sram"] = sram_area
             d["area_um2"]["total"] = (st.get("area") or 0.0) + sram_area
-            if mems:
-                d["sram_fmax_limit_mhz"] = 1000.0 / SKY130_OPENRAM.min_period_ns
             if any(m["async_read_ports"] for m in mems):
                 d["notes"] = ["asynchronous memory read ports were timed as synchronous"]
             if sta:
