@@ -8,8 +8,9 @@ flip-flops at a clock of its own (docs/synthesis.md). This module gives it:
   simulation (:func:`record_ports` adds the recorder), stored as bits in an ``.npz`` file;
 * :class:`GateNetlist`: the fine-grained netlist Yosys writes with ``write_json`` before
   ``dfflibmap`` (``$_AND_``, ``$_MUX_``, ... gates; ``$_DFF_``/``$_SDFF*_``/``$_DFFE_``
-  flip-flops; ICG cells with ``GATE``/``CLK``/``GCLK`` pins; the flow's per-bit SRAM stubs,
-  rebuilt into memories from their instance names and the ``<top>.mems.json`` geometry).
+  flip-flops; ICG cells with ``GATE``/``CLK``/``GCLK`` pins; the flow's SRAM macro-array
+  stubs, rebuilt into memories from their instance names and the ``<top>.mems.json``
+  geometry, and the buffers of their address and data trees).
   :meth:`GateNetlist.simulate` drives its inputs from a trace, checks every output against
   the trace at every cycle, and counts the cycles each ICG's enable is high. It also takes
   the mapped sky130 netlist with every cell replaced by its Liberty function (the same
@@ -37,11 +38,13 @@ _GATES = {"$_AND_": ("A", "B"), "$_OR_": ("A", "B"), "$_XOR_": ("A", "B"), "$_NO
           "$_MUX_": ("A", "B", "S"), "$_ANDNOT_": ("A", "B"), "$_ORNOT_": ("A", "B"),
           "$_NAND_": ("A", "B"), "$_NOR_": ("A", "B"), "$_XNOR_": ("A", "B"), "$_BUF_": ("A",)}
 _FF_RE = re.compile(r"^\$_(DFF|DFFE|SDFF|SDFFE|SDFFCE)_([PN01]+)_$")
-#: instance names of scripts/synth/sram_stub_map.v's cells, after flatten
-_STUB_RE = re.compile(r"^(?P<mem>.+)\.(?P<dir>rd|wr)\[(?P<p>\d+)\]\.(?:(?P<kind>data|addr|we)"
-                      r"\[(?P<i>\d+)\]\.(?P<pin>q|d|en)|(?P<en>en))$")
-#: data bits per write-enable stub (sram_stub_map.v: one per 32-bit macro word)
-_WE_GROUP = 32
+#: instance names of scripts/synth/sram_stub_map.v's cells, after flatten: per port and bank
+#: of 256 words, each 32-bit macro's address bits and enable (``col[c]``) and the bank's data
+_STUB_RE = re.compile(r"^(?P<mem>.+)\.(?P<dir>rd|wr)\[(?P<p>\d+)\]\.bank\[(?P<b>\d+)\]\."
+                      r"(?:col\[(?P<c>\d+)\]\.(?:addr\[(?P<i>\d+)\]\.d|(?P<en>en))"
+                      r"|data\[(?P<j>\d+)\]\.(?P<pin>q|d))$")
+#: words and data bits of one macro (sram_stub_map.v)
+_MACRO_WORDS, _MACRO_WIDTH = 256, 32
 
 
 class NetlistMismatch(ValueError):
@@ -171,6 +174,8 @@ class GateNetlist:
                 ffs.append((t, {k: bit(v[0]) for k, v in con.items()}))
             elif gclk_pin in con and gate_pin in con:
                 self.icgs[bit(con[gclk_pin][0])] = (name, bit(con[gate_pin][0]))
+            elif t == "spk_sram_buf":               # the macro array's buffer trees
+                gates.append(("$_BUF_", [bit(con["A"][0])], bit(con["X"][0])))
             elif t.startswith("spk_sram"):
                 stubs.append((name, {k: bit(v[0]) for k, v in con.items()}))
             elif t == "$scopeinfo":
@@ -233,6 +238,9 @@ class GateNetlist:
         self.gated_flops = sum(con["C"] in self.icgs for _, con in ffs)
 
     def _memories(self, stubs, mems_json, top):
+        """Rebuild each memory from its stubs: per port, per bank of 256 words, the enable
+        and address nets of its first macro (the others' are the same nets) and the bank's
+        data nets, by bit, with the write enable of each 32-bit macro."""
         self.mems = {}
         if not stubs:
             return
@@ -245,14 +253,18 @@ class GateNetlist:
             if not mt:
                 raise ValueError(f"SRAM stub {name}: not a name sram_stub_map.v gives")
             mem = self.mems.setdefault(mt["mem"], {"rd": defaultdict(dict), "wr": defaultdict(dict)})
-            port = mem[mt["dir"]][int(mt["p"])]
+            bank = mem[mt["dir"]][int(mt["p"])].setdefault(
+                int(mt["b"]), {"en": {}, "addr": {}, "data": {}})
             if mt["en"]:
-                port["en"] = con["D"]
+                bank["en"][int(mt["c"])] = con["D"]
+            elif mt["i"] is not None:
+                if mt["c"] == "0":
+                    bank["addr"][int(mt["i"])] = con["D"]
+            elif mt["pin"] == "q":
+                self._launch.append((con["Q"], con.get("CLK", self.c0)))
+                bank["data"][int(mt["j"])] = con["Q"]
             else:
-                if mt["pin"] == "q":
-                    self._launch.append((con["Q"], con.get("CLK", self.c0)))
-                port.setdefault(mt["kind"], {})[int(mt["i"])] = (
-                    con["Q"] if mt["pin"] == "q" else con["D"])
+                bank["data"][int(mt["j"])] = con["D"]
         for mname, mem in self.mems.items():
             if mname not in geo:
                 raise ValueError(f"memory {mname} is not in {mems_json}")
@@ -260,21 +272,25 @@ class GateNetlist:
             size, width = int(p["SIZE"], 2), int(p["WIDTH"], 2)
             if "1" in p.get("RD_TRANSPARENCY_MASK", "0"):
                 raise ValueError(f"memory {mname}: transparent read ports are not supported")
+            if "1" in p.get("OFFSET", "0"):
+                raise ValueError(f"memory {mname}: a memory with an address offset is not "
+                                 "supported")
             init = p.get("INIT", "")
             arr = np.zeros((size, width), dtype=np.uint8)
             if len(init) == size * width and set(init) <= {"0", "1"}:
                 arr = np.array([int(ch) for ch in init[::-1]], dtype=np.uint8).reshape(size, width)
-            mem.update(arr=arr, size=size, width=width,
-                       offset=int(p["OFFSET"], 2) if set(p.get("OFFSET", "0")) <= {"0", "1"} else 0)
-            for port in mem["rd"].values():
-                port["q"] = np.zeros(width, dtype=np.uint8)
-                port["data_bits"] = np.array([port["data"][i] for i in range(width)])
+            mem.update(arr=arr, size=size, width=width)
             for port in list(mem["rd"].values()) + list(mem["wr"].values()):
-                port["addr_bits"] = np.array([port["addr"][i] for i in sorted(port["addr"])])
+                for bank in port.values():
+                    bank["addr_bits"] = np.array([bank["addr"][i] for i in sorted(bank["addr"])])
+                    bank["data_bits"] = np.array([bank["data"][i] for i in range(width)])
+            for port in mem["rd"].values():
+                for bank in port.values():
+                    bank["q"] = np.zeros(width, dtype=np.uint8)
             for port in mem["wr"].values():
-                port["data_bits"] = np.array([port["data"][i] for i in range(width)])
-                port["we_bits"] = np.array([port["we"][i - i % _WE_GROUP]
-                                            for i in range(width)])
+                for bank in port.values():
+                    bank["we"] = [(bank["en"][c], slice(_MACRO_WIDTH * c, _MACRO_WIDTH * (c + 1)))
+                                  for c in sorted(bank["en"])]
 
     def launch_periods(self, period, gate_periods=None):
         """Per net bit, the shortest period of the clocks whose edges reach it: ``period``
@@ -380,7 +396,8 @@ class GateNetlist:
                 v[bits] = vals[cyc]
             for mem in self.mems.values():
                 for port in mem["rd"].values():
-                    v[port["data_bits"]] = port["q"]
+                    for bank in port.values():
+                        v[bank["data_bits"]] = bank["q"]
             self._eval(v)
             if count_nets:
                 if prev is not None:
@@ -396,16 +413,17 @@ class GateNetlist:
                 on += v[gate_bits]
             for mem in self.mems.values():           # read-first: a read sees the old word
                 for port in mem["rd"].values():
-                    if v[port["en"]]:
-                        a = self._word(v, port["addr_bits"]) - mem["offset"]
-                        port["q"] = (mem["arr"][a].copy() if 0 <= a < mem["size"]
-                                     else np.zeros(mem["width"], dtype=np.uint8))
+                    for b, bank in port.items():    # a macro not selected holds its output
+                        if v[bank["en"][0]]:
+                            a = _MACRO_WORDS * b + self._word(v, bank["addr_bits"])
+                            bank["q"] = (mem["arr"][a].copy() if a < mem["size"]
+                                         else np.zeros(mem["width"], dtype=np.uint8))
                 for port in mem["wr"].values():
-                    we = v[port["we_bits"]] == 1
-                    if we.any():
-                        a = self._word(v, port["addr_bits"]) - mem["offset"]
-                        if 0 <= a < mem["size"]:
-                            mem["arr"][a][we] = v[port["data_bits"]][we]
+                    for b, bank in port.items():
+                        a = _MACRO_WORDS * b + self._word(v, bank["addr_bits"])
+                        for en, cols in bank["we"]:
+                            if v[en] and a < mem["size"]:
+                                mem["arr"][a][cols] = v[bank["data_bits"][cols]]
             new, clocked = self._next_state(v)
             toggles += int(np.count_nonzero(new != v[self._q]))
             edges += float(clocked.sum())

@@ -35,8 +35,11 @@ read port), generated with OpenRAM and published in https://github.com/VLSIDA/sk
     ``cell_rise``/``cell_fall`` 2.870..3.382 ns (``dout0``) and 3.024..3.164 ns (``dout1``)
     over the slew and load table: a word read at a rising edge is valid 3.382 ns (the
     table's worst) after the following falling edge, i.e. after half a clock period more.
-    ``spikemllm synth`` times the logic behind the memories with that (``SramTech.
-    read_delay_ns`` from the falling edge) for ``fmax_mhz_with_sram_macro``; the address,
+    ``spikemllm synth`` times the logic behind the memories with dout0's table
+    (``SramTech.read_delay_table_ns``, by clock transition and load; OpenSTA looks it up at
+    each output's real load, one multiplexer input: about 2.9 ns) for
+    ``fmax_mhz_with_sram_macro`` (until 2026-12-06 02:30 UTC with the worst entry, 3.382 ns,
+    ``SramTech.read_delay_ns``, for every output); the address,
     data and enable setups are negative (-1.77..-0.25 ns) and are taken as 0.
 
   (Read as Liberty energies, rise + fall pJ per cycle, the same numbers give 0.1695 pJ/bit
@@ -71,6 +74,12 @@ class SramTech:
     min_pulse_width_ns: float
     read_delay_ns: float
     source: str
+    #: the read data's delay from the falling edge and its transition (ns), by the clock's
+    #: transition (ns, rows) and the output's load (pF, columns); read_delay_ns is the worst
+    read_table_slew_ns: tuple = ()
+    read_table_load_pf: tuple = ()
+    read_delay_table_ns: tuple = ()
+    read_transition_table_ns: tuple = ()
 
     def to_dict(self):
         return asdict(self)
@@ -100,6 +109,12 @@ SKY130_OPENRAM = SramTech(
     min_period_ns=_MACRO_PERIOD_NS,
     min_pulse_width_ns=_MACRO_PULSE_NS,
     read_delay_ns=_MACRO_READ_NS,
+    # dout0's cell_rise (= cell_fall) and rise_transition tables; dout1's are faster
+    read_table_slew_ns=(0.00125, 0.005, 0.04),
+    read_table_load_pf=(0.0017225, 0.00689, 0.02756),
+    read_delay_table_ns=((2.87, 3.287, 3.375), (2.87, 3.287, 3.375), (2.877, 3.294, 3.382)),
+    read_transition_table_ns=((0.056, 0.112, 0.345), (0.055, 0.112, 0.345),
+                              (0.055, 0.112, 0.345)),
     source="VLSIDA/sky130_sram_macros sky130_sram_1kbyte_1rw1r_32x256_8: LEF SIZE 493.38 x "
            "400.22 um (commit 0178860d); TT_1p8V_25C liberty clk internal_power (OpenRAM's "
            "average mW per cycle, x minimum_period 6.875 ns), cell_leakage_power, "

@@ -92,8 +92,10 @@ and energy per synaptic operation (SOP).
 Targets (--target, comma-separated; default: all, skipping what lacks a tool):
   generic  Yosys `synth` cell counts and `stat -tech cmos` transistor estimate
   sky130   sky130_fd_sc_hd (--liberty or ../shared/pdk/sky130hd_tt.lib.gz): dfflibmap +
-           abc -liberty logic area; memories blackboxed (never flip-flops) and costed with
-           the per-bit SRAM model of hw/sram_model.py; OpenSTA (`sta`) critical path, fmax
+           abc -liberty logic area; memories blackboxed (never flip-flops) as arrays of
+           256x32 OpenRAM macros (their bank decoders, multiplexers and buffer trees
+           synthesised as logic) and costed with the per-bit SRAM model of
+           hw/sram_model.py; OpenSTA (`sta`) critical path, fmax
            and leakage/internal/switching power at --clock-mhz. A probe flip-flop with known
            Liberty tables measures how `sta` counts internal power (OpenSTA 2.0.17: twice
            over) and the internal power is divided by that factor
@@ -450,7 +452,8 @@ def parse_sta_report(text):
 
 
 #: instance names the SRAM stub techmap (scripts/synth/sram_stub_map.v) gives its cells
-_SRAM_STUB_RE = re.compile(r"\.(rd|wr)\[\d+\]\.(en|(data|addr)\[\d+\]\.(q|d)|we\[\d+\]\.en)$")
+_SRAM_STUB_RE = re.compile(r"\.(rd|wr)\[\d+\]\.bank\[\d+\]\."
+                           r"(col\[\d+\]\.(en|addr\[\d+\]\.d)|data\[\d+\]\.(q|d))$")
 
 
 def submodule_map(top_json, top):
@@ -490,8 +493,10 @@ def parse_instance_power(text, submodules, port_blocks=None):
     :func:`submodule_map`) gives the cell's signal, ``clock_gates`` for the clock gates and
     their gated clocks' buffers (``clock_gate_<n>...``), else ``top``. Cells at a block's
     boundary can take the name of a net in the block next to it, so the split is close, not
-    exact. The SRAM timing stubs (``<memory>.rd[0].data[3].q``, ``.rd[0].en``,
-    ``.wr[0].we[0].en`` and the like; no power of their own) are left out.
+    exact. The SRAM timing stubs (``<memory>.rd[0].bank[2].data[3].q``,
+    ``.rd[0].bank[2].col[1].en``, ``.wr[0].bank[0].col[0].addr[5].d`` and the like; no power
+    of their own) are left out; the bank-select registers and multiplexers the stub techmap
+    builds are logic of their memory's block.
     """
     port_blocks = port_blocks or {}
     blocks = {}
@@ -783,6 +788,12 @@ def clock_gating_script(top, icg=ICG_CELL):
             f"write_json {top}.gated.json\n")
 
 
+#: the cell the SRAM macro array's address and write-data trees are built of: the stub
+#: techmap's ``spk_sram_buf`` becomes it after ABC (a bank buffer drives 4 macro pins at
+#: 128-bit words, 28 fF; a group buffer 8 banks)
+SRAM_TREE_BUFFER = "sky130_fd_sc_hd__buf_4"
+
+
 def yosys_sky130_script(top, lib, period_ps, clock_gating=False):
     dont = "-dont_use *lpflow* -dont_use *probe*"
     # Enable flip-flops (edfx*) would take the enable net out of ABC's view, so it would never
@@ -796,6 +807,7 @@ def yosys_sky130_script(top, lib, period_ps, clock_gating=False):
             + (clock_gating_script("{top}") if clock_gating else "")
             + f"dfflibmap {ff_dont} -liberty {lib}\n"
             + f"abc -D {period_ps} -constr abc.constr {dont} -liberty {lib}\n"
+            + f"chtype -map spk_sram_buf {SRAM_TREE_BUFFER}\n"
             + "opt_clean -purge\nsetundef -zero\n"
             + "hilomap -singleton -hicell sky130_fd_sc_hd__conb_1 HI "
               "-locell sky130_fd_sc_hd__conb_1 LO\n"
@@ -924,20 +936,36 @@ def sta_script(top, lib, period_ns, act, gated_clocks=None, net_activity=False):
 
 def sram_macro_stub_liberty(tech=SKY130_OPENRAM):
     """The SRAM stub Liberty with the macro's read timing instead of an ideal macro: each
-    read-data bit launches ``tech.read_delay_ns`` after the port clock's *falling* edge, as
-    the OpenRAM macro's ``dout`` does (see :mod:`spikemllm.hw.sram_model`)."""
+    read-data bit launches after the port clock's *falling* edge with the macro's ``dout``
+    delay and transition tables (by clock transition and output load; see
+    :mod:`spikemllm.hw.sram_model`), so OpenSTA prices each output at its real load."""
     text = (SCRIPTS / "sram_stub.liberty").read_text()
     cell = text.index("cell (spk_sram_q)")
     head, q = text[:cell], text[cell:]
+
+    def table(kind, rows):
+        values = ", ".join('"' + ", ".join(f"{v:g}" for v in row) + '"' for row in rows)
+        return f"{kind} (spk_macro_dout) {{ values ({values}); }}"
+    idx = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
+    template = ("  lu_table_template (spk_macro_dout) {\n"
+                "    variable_1 : input_net_transition;\n"
+                "    variable_2 : total_output_net_capacitance;\n"
+                f'    index_1 ("{idx(tech.read_table_slew_ns)}");\n'
+                f'    index_2 ("{idx(tech.read_table_load_pf)}");\n  }}\n')
     for old, new in (("timing_type : rising_edge;", "timing_type : falling_edge;"),
                      ('cell_rise (scalar) { values ("0.0"); }',
-                      f'cell_rise (scalar) {{ values ("{tech.read_delay_ns}"); }}'),
+                      table("cell_rise", tech.read_delay_table_ns)),
                      ('cell_fall (scalar) { values ("0.0"); }',
-                      f'cell_fall (scalar) {{ values ("{tech.read_delay_ns}"); }}')):
+                      table("cell_fall", tech.read_delay_table_ns)),
+                     ('rise_transition (scalar) { values ("0.05"); }',
+                      table("rise_transition", tech.read_transition_table_ns)),
+                     ('fall_transition (scalar) { values ("0.05"); }',
+                      table("fall_transition", tech.read_transition_table_ns))):
         if old not in q:
             raise ValueError(f"scripts/synth/sram_stub.liberty: spk_sram_q lacks {old!r}")
         q = q.replace(old, new, 1)
-    return (head + q).replace("library (spk_sram_stub)", "library (spk_sram_macro_stub)", 1)
+    return (head + template + q).replace("library (spk_sram_stub)",
+                                         "library (spk_sram_macro_stub)", 1)
 
 
 def sta_macro_period_script(top, lib, start_ns, alternating=()):

@@ -5,3 +5,11 @@ endmodule
 (* blackbox, keep *)
 module spk_sram_d (input CLK, input D);
 endmodule
+(* blackbox, keep *)
+module spk_sram_cs (input CLK, input D);
+endmodule
+// a buffer of the macro array's address and write-data trees; the sky130 flow makes it
+// SRAM_TREE_BUFFER after ABC
+(* blackbox, keep *)
+module spk_sram_buf (input A, output X);
+endmodule

@@ -1,10 +1,13 @@
 """Parsers of Yosys / OpenSTA / nextpnr output, on text captured from real runs of the flow."""
 
 import json
+import re
+import subprocess
 
 import pytest
 
 from spikemllm.hw import synth as S
+from spikemllm.hw.tools import find_tool
 
 # OpenSTA 2.0.17 (Debian), `report_checks -path_delay max -digits 3` + `report_power -digits 6`
 # on the sky130 netlist of pe_array (lanes=4, in_max=64); the middle of the path is cut.
@@ -133,7 +136,7 @@ def test_sta_garbage_gives_nothing():
 # group's worst path (a generated port clock's), with more slack.
 STA_MACRO_TEXT = """\
 spk_macro_min_period 13.535025076904297
-Startpoint: weights.rd[0].data[4].q
+Startpoint: weights.rd[0].bank[3].data[4].q
             (falling edge-triggered flip-flop clocked by clk)
 Endpoint: o_stream__payload_sky130_fd_sc_hd__dfxtp_1_Q_744
           (rising edge-triggered flip-flop clocked by clk)
@@ -144,7 +147,7 @@ Path Type: max
 
 Startpoint: weights.phase_sky130_fd_sc_hd__nor2_1_B_Y_sky130_fd_sc_hd__dfxtp_1_D
             (rising edge-triggered flip-flop clocked by clk)
-Endpoint: weights.mem.wr[0].we[0].en
+Endpoint: weights.mem.wr[0].bank[0].col[0].en
           (rising edge-triggered flip-flop clocked by spk_weights.mem_port0)
 Path Group: spk_weights.mem_port0
 Path Type: max
@@ -153,13 +156,40 @@ Path Type: max
 """
 
 
+def test_stub_pins_load_their_nets_as_the_macros_pins_do():
+    """Every stub input has the OpenRAM macro's pin capacitance (0.00689 pF); only the chip
+    select stub, one per macro and read port, carries the macro's clock pin."""
+    lib = (S.SCRIPTS / "sram_stub.liberty").read_text()
+
+    def cell(name):
+        body = lib[lib.index(f"cell ({name})"):]
+        return body[:body.index("\n  }\n") + 4]
+
+    clk = re.compile(r"pin \(CLK\) \{[^}]*capacitance : ([0-9.]+);")
+    d_cap = re.compile(r"pin \(D\) \{\s*direction : input;\s*capacitance : ([0-9.]+);")
+    assert float(clk.search(cell("spk_sram_cs"))[1]) == 0.00689
+    assert float(clk.search(cell("spk_sram_d"))[1]) == float(clk.search(cell("spk_sram_q"))[1]) == 0
+    assert float(d_cap.search(cell("spk_sram_d"))[1]) == float(d_cap.search(cell("spk_sram_cs"))[1]) == 0.00689
+
+
+def test_sky130_script_makes_the_macro_arrays_buffers_real_cells_after_abc():
+    ys = S.yosys_sky130_script("pe_array", "sky130hd_tt.lib", 4000)
+    assert ys.index("abc -D") < ys.index(f"chtype -map spk_sram_buf {S.SRAM_TREE_BUFFER}") < ys.index(
+        "write_verilog")
+    assert "techmap -map sram_stub_map.v" in ys
+
+
 def test_macro_stub_liberty_launches_read_data_after_the_falling_edge():
     ideal = (S.SCRIPTS / "sram_stub.liberty").read_text()
     lib = S.sram_macro_stub_liberty()
     q = lib[lib.index("cell (spk_sram_q)"):lib.index("cell (spk_sram_d)")]
     assert "timing_type : falling_edge;" in q and "rising_edge" not in q
-    delay = S.SKY130_OPENRAM.read_delay_ns
-    assert q.count(f'values ("{delay}")') == 2 and delay == 3.382  # dout0's worst table entry
+    tech = S.SKY130_OPENRAM
+    # dout0's tables, by clock transition and load; its worst entry is read_delay_ns
+    assert q.count('cell_rise (spk_macro_dout) { values ("2.87, 3.287, 3.375", ') == 1
+    assert q.count('"2.877, 3.294, 3.382"') == 2 and tech.read_delay_ns == 3.382
+    assert max(map(max, tech.read_delay_table_ns)) == tech.read_delay_ns
+    assert 'index_2 ("0.0017225, 0.00689, 0.02756")' in lib
     # the write-side stub (address, data, enable setup) is the ideal one's
     d = lambda text: text[text.index("cell (spk_sram_d)"):]  # noqa: E731
     assert d(lib) == d(ideal)
@@ -170,7 +200,7 @@ def test_macro_timing_names_what_limits_the_clock():
     assert mt["paths_min_period_ns"] == pytest.approx(13.535025)
     assert mt["min_period_ns"] == mt["paths_min_period_ns"]
     assert mt["limited_by"] == "the read data's path"
-    assert mt["startpoint"] == "weights.rd[0].data[4].q"   # the least slack of the groups
+    assert mt["startpoint"] == "weights.rd[0].bank[3].data[4].q"   # the least slack of the groups
     assert mt["endpoint"] == "o_stream__payload"
     fast = S.macro_timing(STA_MACRO_TEXT.replace("13.535025076904297", "4.1"))
     assert fast["min_period_ns"] == 6.875 == fast["macro_min_period_ns"]
@@ -444,19 +474,22 @@ INSTANCE_POWER = """\
  1.000000e-05 1.000000e-06 2.000000e-12 1.100000e-05 k_cache.busy_sky130_fd_sc_hd__dfxtp_1_Q
  3.000000e-05 0.000000e+00 0.000000e+00 3.000000e-05 index_error_sky130_fd_sc_hd__dfxtp_1_Q
  5.000000e-06 5.000000e-06 0.000000e+00 1.000000e-05 acc[3].x_sky130_fd_sc_hd__nor2_1_Y
- 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 k_cache.planes.rd[0].data[3].q
- 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].we[32].en
- 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].addr[2].d
- 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.rd[1].en
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 k_cache.planes.rd[0].bank[1].data[3].q
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].bank[0].col[1].en
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].bank[3].data[40].d
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.wr[0].bank[2].col[0].addr[2].d
+ 0.000000e+00 0.000000e+00 0.000000e+00 0.000000e+00 weights.rd[1].bank[0].col[3].en
+ 1.000000e-05 0.000000e+00 0.000000e+00 1.000000e-05 k_cache.planes.rd_mux[0].banks.sel_sky130_fd_sc_hd__dfxtp_1_Q
 """
 
 
 def test_instance_power_summed_by_the_block_in_each_cells_name():
     by = S.parse_instance_power(INSTANCE_POWER + "Warning: something\n", {"k_cache"})
     assert set(by) == {"k_cache", "top"}          # SRAM stubs are no cells of a block
-    assert by["k_cache"]["cells"] == 2 and by["top"]["cells"] == 2
-    assert by["k_cache"]["internal"] == pytest.approx(0.03)         # mW
-    assert by["k_cache"]["total"] == pytest.approx(0.035)
+    # the bank-select register the stub techmap builds is the k_cache's logic
+    assert by["k_cache"]["cells"] == 3 and by["top"]["cells"] == 2
+    assert by["k_cache"]["internal"] == pytest.approx(0.04)         # mW
+    assert by["k_cache"]["total"] == pytest.approx(0.045)
     assert by["top"]["switching"] == pytest.approx(0.005)   # a dot after "[" is not a path
     assert S.parse_instance_power("Error: no design\n", {"k_cache"}) == {}
 
@@ -586,3 +619,23 @@ def test_sweep_plot_draws_the_issue_targets():
     assert "energy_per_sop_pj" not in S.sweep_goal_lines("sky130", rows)
     assert S.sweep_goal_lines("ecp5", rows) == {"fmax_mhz": ([100.0, 100.0], "target 100 MHz")}
     assert S.sweep_goal_lines("generic", rows) == {}
+
+
+@pytest.mark.skipif(find_tool("sta") is None, reason="OpenSTA (sta) absent")
+@pytest.mark.parametrize("load_pf, delay_ns", [(0.0017225, 2.87), (0.00689, 3.287),
+                                               (0.02756, 3.375)])
+def test_openSTA_launches_macro_read_data_by_its_load(tmp_path, load_pf, delay_ns):
+    """A read-data stub on a 10 ns clock: its data arrives half a period (the falling edge)
+    plus the macro's delay at the output's load (an ideal clock: the table's first row)."""
+    (tmp_path / "m.lib").write_text(S.sram_macro_stub_liberty())
+    (tmp_path / "n.v").write_text("module n (input clk, output d);\n"
+                                  "  spk_sram_q q (.CLK(clk), .Q(d));\nendmodule\n")
+    (tmp_path / "t.tcl").write_text(
+        "read_liberty m.lib\nread_verilog n.v\nlink_design n\n"
+        "create_clock -name clk -period 10 [get_ports clk]\n"
+        f"set_load {load_pf} [get_ports d]\nset_output_delay 0 -clock clk [get_ports d]\n"
+        "report_checks -digits 3\nexit\n")
+    out = subprocess.run([find_tool("sta"), "-no_splash", "-exit", "t.tcl"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout
+    arrival = float(re.search(r"([0-9.]+)\s+data arrival time", out)[1])
+    assert arrival == pytest.approx(5.0 + delay_ns, abs=0.002)

@@ -122,11 +122,12 @@ def test_gate_level_netlist_replays_the_rtl_trace(tmp_path, design):
 
 @needs_yosys
 @pytest.mark.parametrize("alternating", [False, True], ids=["one_read_port", "alternating"])
-def test_a_wide_memory_replays_with_one_write_enable_per_macro(tmp_path, alternating):
-    """64-bit weight rows: two write-enable stubs (one per 32-bit macro, sram_stub_map.v),
-    each standing for its 32 bits in the netlist simulation; with alternating ports the
-    memory's two read ports replay too."""
-    p = HwParams(lanes=16, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2,
+def test_a_wide_deep_memory_replays_as_an_array_of_macros(tmp_path, alternating):
+    """1024 rows of 64 bits: four banks of 256 words, each two 32-bit macros with a write enable of their own (sram_stub_map.v); every read goes through
+    the bank-select register and multiplexer the techmap synthesises, and the netlist
+    simulation holds each bank's output between its reads. With alternating ports both read
+    ports are banked."""
+    p = HwParams(lanes=16, in_max=1024, kv_depth=4, heads=1, head_dim=4, t_max=2,
                  alternating_ports=alternating)
     case = random_engine_case(p, seed=6, n_tokens=3, in_features=p.in_max)
     r = RA.pe_array_activity(p, case.weights, case.events, horner=case.horner, trace=True)
@@ -135,7 +136,19 @@ def test_a_wide_memory_replays_with_one_write_enable_per_macro(tmp_path, alterna
     (mem,) = nl.mems.values()
     assert len(mem["rd"]) == (2 if alternating else 1) and mem["width"] == 64
     (wr,) = mem["wr"].values()
-    assert sorted(wr["we"]) == [0, 32]
+    assert sorted(wr) == [0, 1, 2, 3] and all(len(bank["we"]) == 2 for bank in wr.values())
+    assert all(sorted(port) == [0, 1, 2, 3] and len(port[3]["addr_bits"]) == 8
+               for port in mem["rd"].values())
+    # the index reaches every bank: the multiplexer's select really switches
+    # every macro has a pin of its own on each address bit (the load the real array puts
+    # on the net), behind a buffer ABC may size; one chip select and clock pin per macro
+    cells = json.loads((tmp_path / "pe_array.gated.json").read_text())["modules"]["pe_array"]["cells"]
+    types = {name: c["type"] for name, c in cells.items()}
+    pins = [n for n in types if n.endswith(".addr[0].d") and ".rd[0]." in n]
+    assert len(pins) == 4 * 2 and all(types[n] == "spk_sram_d" for n in pins)
+    assert sum(types[n] == "spk_sram_cs" for n in types) == 4 * 2 * len(mem["rd"])
+    ev = case.events
+    assert set(ev["index"][ev["empty"] == 0] // 256) == {0, 1, 2, 3}
     run = nl.simulate(r["port_trace"])          # raises on any output bit in any cycle
     assert run.checked_output_bits > 0
 
