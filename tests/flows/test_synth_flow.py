@@ -5,6 +5,7 @@ the sky130 test also needs OpenSTA and the liberty and skips cleanly without the
 """
 
 import json
+import re
 
 import pytest
 
@@ -311,6 +312,33 @@ def test_sky130_alternating_ports_keep_the_macro_off_the_critical_path(tmp_path)
         assert d["fmax_mhz_with_sram_macro"] <= d["fmax_mhz"] + 1e-6
     tcl = (out / "sky130" / "pe_array.sta_macro.tcl").read_text()
     assert tcl.count("create_generated_clock") == 2
+
+
+@needs_sky130
+def test_sky130_a_deep_memory_is_an_array_of_macros_with_its_logic(tmp_path):
+    """1024 weight rows: four banks of 256-word macros. The netlist has each read port's
+    bank-select register (2 bits) and a buffer tree of SRAM_TREE_BUFFER cells on every
+    address and write-data net (a group buffer, then one per bank, and one per bank's chip
+    select); the macro run times the read data through the bank multiplexer."""
+    out = tmp_path / "synth"
+    deep = [a if a != "16" else "1024" for a in TINY]
+    assert _synth(*deep, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
+                  "--out", str(out)) == 0      # alternating ports: two read ports
+    net = (out / "sky130" / "pe_array.netlist.v").read_text()
+    cells = [ln.split()[:2] for ln in net.splitlines() if ln.startswith("  sky130_fd_sc_hd__")]
+    tree = [c for c, name in cells if ".abuf[" in name or ".dbuf[" in name or "csbuf" in name]
+    # read: 2 ports x (8 group + 4 banks x (8 + 1)); write: 8 + 8 data + 4 banks x 8
+    assert len(tree) == 2 * (8 + 4 * 9) + (8 + 8 + 4 * 8)
+    assert set(tree) == {S.SRAM_TREE_BUFFER}
+    # each port's bank-select bits are flip-flop outputs
+    flops = re.findall(r"sky130_fd_sc_hd__dfxtp_\d+ [^;]*?\.Q\(([^)]*)\)", net)
+    sel = {q.strip() for q in flops if ".banks.sel[" in q}
+    assert sel == {f"\\weights.mem.rd_mux[{p}].banks.sel[{b}]" for p in (0, 1) for b in (0, 1)}
+    pe = json.loads((out / "synth.json").read_text())["targets"]["sky130"]["designs"]["pe_array"]
+    assert pe["memories"][0]["depth"] == 1024
+    path = (out / "sky130" / "pe_array.sta_macro.log").read_text()
+    assert re.search(r"Startpoint: weights\.mem\.rd\[\d\]\.bank\[\d\]\.data\[\d+\]\.q", path)
+    assert "_mux4_" in path or "_mux2" in path
 
 
 @needs_sky130
