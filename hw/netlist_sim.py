@@ -420,10 +420,12 @@ class GateNetlist:
                                          else np.zeros(mem["width"], dtype=np.uint8))
                 for port in mem["wr"].values():
                     for b, bank in port.items():
+                        cols = [c for en, c in bank["we"] if v[en]]
+                        if not cols:
+                            continue
                         a = _MACRO_WORDS * b + self._word(v, bank["addr_bits"])
-                        for en, cols in bank["we"]:
-                            if v[en] and a < mem["size"]:
-                                mem["arr"][a][cols] = v[bank["data_bits"][cols]]
+                        for c in cols if a < mem["size"] else ():
+                            mem["arr"][a][c] = v[bank["data_bits"][c]]
             new, clocked = self._next_state(v)
             toggles += int(np.count_nonzero(new != v[self._q]))
             edges += float(clocked.sum())
