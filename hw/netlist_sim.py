@@ -174,8 +174,10 @@ class GateNetlist:
                 ffs.append((t, {k: bit(v[0]) for k, v in con.items()}))
             elif gclk_pin in con and gate_pin in con:
                 self.icgs[bit(con[gclk_pin][0])] = (name, bit(con[gate_pin][0]))
-            elif t == "spk_sram_buf":               # the macro array's buffer trees
+            elif t == "spk_sram_buf":               # the macro array's address trees
                 gates.append(("$_BUF_", [bit(con["A"][0])], bit(con["X"][0])))
+            elif t == "spk_sram_and":
+                gates.append(("$_AND_", [bit(con["A"][0]), bit(con["B"][0])], bit(con["X"][0])))
             elif t.startswith("spk_sram"):
                 stubs.append((name, {k: bit(v[0]) for k, v in con.items()}))
             elif t == "$scopeinfo":

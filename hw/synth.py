@@ -792,6 +792,9 @@ def clock_gating_script(top, icg=ICG_CELL):
 #: techmap's ``spk_sram_buf`` becomes it after ABC (a bank buffer drives 4 macro pins at
 #: 128-bit words, 28 fF; a group buffer 8 banks)
 SRAM_TREE_BUFFER = "sky130_fd_sc_hd__buf_4"
+#: the AND gates of a read port's address tree (``spk_sram_and``: the address and its group's
+#: or bank's select), the same drive as the buffers
+SRAM_TREE_AND = "sky130_fd_sc_hd__and2_4"
 
 
 def yosys_sky130_script(top, lib, period_ps, clock_gating=False):
@@ -808,6 +811,7 @@ def yosys_sky130_script(top, lib, period_ps, clock_gating=False):
             + f"dfflibmap {ff_dont} -liberty {lib}\n"
             + f"abc -D {period_ps} -constr abc.constr {dont} -liberty {lib}\n"
             + f"chtype -map spk_sram_buf {SRAM_TREE_BUFFER}\n"
+            + f"chtype -map spk_sram_and {SRAM_TREE_AND}\n"
             + "opt_clean -purge\nsetundef -zero\n"
             + "hilomap -singleton -hicell sky130_fd_sc_hd__conb_1 HI "
               "-locell sky130_fd_sc_hd__conb_1 LO\n"

@@ -13,3 +13,8 @@ endmodule
 (* blackbox, keep *)
 module spk_sram_buf (input A, output X);
 endmodule
+// an AND gate of a read port's address tree (the address, its group's or bank's select);
+// the sky130 flow makes it SRAM_TREE_AND after ABC
+(* blackbox, keep *)
+module spk_sram_and (input A, input B, output X);
+endmodule

@@ -55,17 +55,27 @@ module _spk_sram_stub (RD_CLK, RD_EN, RD_ARST, RD_SRST, RD_ADDR, RD_DATA,
     localparam GROUP = 8;                         // banks behind one buffer of a tree
     localparam NG = (NB + GROUP - 1) / GROUP;
 
-    // Address and write-data nets reach every bank through a two-level tree of spk_sram_buf
-    // (a group buffer, then one per bank), which the flow turns into sky130 buffers after
-    // ABC: ABC sees one output per net and never the macros' pins behind it.
+    // Address and write-data nets reach every bank through a two-level tree (a group of 8
+    // banks, then each bank) of spk_sram_buf and spk_sram_and cells, which the flow turns
+    // into sky130 cells after ABC: ABC sees one output per net and never the macros' pins
+    // behind it. A read port's tree is an AND tree: each level passes the address only to
+    // the group and the bank the port reads (its chip select), so a read toggles one bank's
+    // address pins, not every bank's (the other banks ignore them anyway).
     genvar p, g, b, c, i;
     generate
         for (p = 0; p < RD_PORTS; p = p + 1) begin : rd
             wire [NB*WIDTH-1:0] bank_q;
             wire [NG*MA-1:0] group_addr;
             for (g = 0; g < NG; g = g + 1) begin : group
+                wire ge, ge_pin;
+                if (NG == 1) begin : all
+                    assign ge = RD_EN[p];
+                end else begin : decode
+                    assign ge = RD_EN[p] & (RD_ADDR[p*ABITS+MA+3 +: (SB > 3 ? SB - 3 : 1)] == g);
+                end
+                spk_sram_buf gebuf (.A(ge), .X(ge_pin));
                 for (i = 0; i < MA; i = i + 1) begin : abuf
-                    spk_sram_buf drv (.A(RD_ADDR[p*ABITS+i]), .X(group_addr[g*MA+i]));
+                    spk_sram_and drv (.A(RD_ADDR[p*ABITS+i]), .B(ge_pin), .X(group_addr[g*MA+i]));
                 end
             end
             for (b = 0; b < NB; b = b + 1) begin : bank
@@ -78,7 +88,7 @@ module _spk_sram_stub (RD_CLK, RD_EN, RD_ARST, RD_SRST, RD_ADDR, RD_DATA,
                 end
                 spk_sram_buf csbuf (.A(cs), .X(cs_pin));
                 for (i = 0; i < MA; i = i + 1) begin : abuf
-                    spk_sram_buf drv (.A(group_addr[(b/GROUP)*MA+i]), .X(macro_addr[i]));
+                    spk_sram_and drv (.A(group_addr[(b/GROUP)*MA+i]), .B(cs_pin), .X(macro_addr[i]));
                 end
                 for (c = 0; c < NC; c = c + 1) begin : col
                     for (i = 0; i < MA; i = i + 1) begin : addr

@@ -317,19 +317,24 @@ def test_sky130_alternating_ports_keep_the_macro_off_the_critical_path(tmp_path)
 @needs_sky130
 def test_sky130_a_deep_memory_is_an_array_of_macros_with_its_logic(tmp_path):
     """1024 weight rows: four banks of 256-word macros. The netlist has each read port's
-    bank-select register (2 bits) and a buffer tree of SRAM_TREE_BUFFER cells on every
-    address and write-data net (a group buffer, then one per bank, and one per bank's chip
-    select); the macro run times the read data through the bank multiplexer."""
+    bank-select register (2 bits), an AND tree of SRAM_TREE_AND cells on every read address
+    bit (the port's group, then each bank, behind SRAM_TREE_BUFFER select buffers), and a
+    buffer tree on every write address and data bit; the macro run times the read data
+    through the bank multiplexer."""
     out = tmp_path / "synth"
     deep = [a if a != "16" else "1024" for a in TINY]
     assert _synth(*deep, "--target", "sky130", "--designs", "pe_array", "--clock-mhz", "100",
                   "--out", str(out)) == 0      # alternating ports: two read ports
     net = (out / "sky130" / "pe_array.netlist.v").read_text()
     cells = [ln.split()[:2] for ln in net.splitlines() if ln.startswith("  sky130_fd_sc_hd__")]
-    tree = [c for c, name in cells if ".abuf[" in name or ".dbuf[" in name or "csbuf" in name]
-    # read: 2 ports x (8 group + 4 banks x (8 + 1)); write: 8 + 8 data + 4 banks x 8
-    assert len(tree) == 2 * (8 + 4 * 9) + (8 + 8 + 4 * 8)
-    assert set(tree) == {S.SRAM_TREE_BUFFER}
+    gates = [c for c, name in cells if ".rd[" in name and ".abuf[" in name]
+    assert len(gates) == 2 * (8 + 4 * 8)        # 2 ports x (8 group + 4 banks x 8)
+    assert set(gates) == {S.SRAM_TREE_AND}
+    bufs = [c for c, name in cells if "csbuf" in name or "gebuf" in name
+            or (".wr[" in name and (".abuf[" in name or ".dbuf[" in name))]
+    # read: 2 ports x (a group select + 4 chip selects); write: 8 + 8 data + 4 banks x 8
+    assert len(bufs) == 2 * (1 + 4) + (8 + 8 + 4 * 8)
+    assert set(bufs) == {S.SRAM_TREE_BUFFER}
     # each port's bank-select bits are flip-flop outputs
     flops = re.findall(r"sky130_fd_sc_hd__dfxtp_\d+ [^;]*?\.Q\(([^)]*)\)", net)
     sel = {q.strip() for q in flops if ".banks.sel[" in q}

@@ -172,10 +172,11 @@ def test_stub_pins_load_their_nets_as_the_macros_pins_do():
     assert float(d_cap.search(cell("spk_sram_d"))[1]) == float(d_cap.search(cell("spk_sram_cs"))[1]) == 0.00689
 
 
-def test_sky130_script_makes_the_macro_arrays_buffers_real_cells_after_abc():
+def test_sky130_script_makes_the_macro_arrays_trees_real_cells_after_abc():
     ys = S.yosys_sky130_script("pe_array", "sky130hd_tt.lib", 4000)
-    assert ys.index("abc -D") < ys.index(f"chtype -map spk_sram_buf {S.SRAM_TREE_BUFFER}") < ys.index(
-        "write_verilog")
+    for stub, cell in (("spk_sram_buf", S.SRAM_TREE_BUFFER), ("spk_sram_and", S.SRAM_TREE_AND)):
+        assert ys.index("abc -D") < ys.index(f"chtype -map {stub} {cell}") < ys.index(
+            "write_verilog")
     assert "techmap -map sram_stub_map.v" in ys
 
 

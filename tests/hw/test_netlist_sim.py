@@ -149,8 +149,15 @@ def test_a_wide_deep_memory_replays_as_an_array_of_macros(tmp_path, alternating)
     assert sum(types[n] == "spk_sram_cs" for n in types) == 4 * 2 * len(mem["rd"])
     ev = case.events
     assert set(ev["index"][ev["empty"] == 0] // 256) == {0, 1, 2, 3}
-    run = nl.simulate(r["port_trace"])          # raises on any output bit in any cycle
+    run = nl.simulate(r["port_trace"], count_nets=True)   # raises on any wrong output bit
     assert run.checked_output_bits > 0
+    # a read port's address reaches a bank's pins only with its chip select: an address bit
+    # of a bank is high in no more cycles than the bank is selected
+    for port in mem["rd"].values():
+        for bank in port.values():
+            sel = run.net_ones[bank["en"][0]]
+            assert sel > 0
+            assert all(run.net_ones[a] <= sel for a in bank["addr_bits"])
 
 
 @needs_yosys
