@@ -613,6 +613,9 @@ class SpikeKvCache(wiring.Component):
         w_plane = Signal(self.plane_bits)
         w_in_range = Signal()
         w_empty = Signal()
+        w_addr = Signal(range(self.mem_depth))  # asic style: the read address, see below
+        self._walk = SimpleNamespace(addr=w_addr, head=w_head, slot=w_slot, plane=w_plane,
+                                     busy=busy)  # for the address test only
 
         can_accept = ~busy & ~stall & (~append_mid if ring else 1)
         if alternate:
@@ -662,13 +665,13 @@ class SpikeKvCache(wiring.Component):
 
         accept_read = can_accept & rq.valid
         read_slot = Mux(r_in_range, r_slot, 0)
+        # an out-of-range request reads a harmless in-range address, masked later
+        read_head = Mux(r_in_range, r_head, 0)
         with m.If(accept_read):
             m.d.sync += [
                 busy.eq(1), w_score.eq(0), w_plane.eq(0), *set_key(w_left, 1),
                 *set_key(w_key, r_token), w_in_range.eq(r_in_range), w_empty.eq(0),
-                # an out-of-range request reads a harmless in-range address, masked later
-                w_head.eq(Mux(r_in_range, r_head, 0)),
-                *set_key(w_slot, read_slot),
+                w_head.eq(read_head), *set_key(w_slot, read_slot),
             ]
         if S:
             q_head = qs.payload.head
@@ -676,12 +679,12 @@ class SpikeKvCache(wiring.Component):
             q_n = Mux(q_head_ok, counts[q_head], 0)
             accept_query = q_ok & qs.valid
             query_slot = Mux(q_head_ok, base(q_head), 0)
+            query_head = Mux(q_head_ok, q_head, 0)
             with m.Elif(accept_query):
                 m.d.sync += [
                     busy.eq(1), w_score.eq(1), w_plane.eq(0), *set_key(w_left, q_n),
                     *set_key(w_key, 0), w_in_range.eq(1), w_empty.eq(q_n == 0),
-                    w_head.eq(Mux(q_head_ok, q_head, 0)),
-                    *set_key(w_slot, query_slot),
+                    w_head.eq(query_head), *set_key(w_slot, query_slot),
                 ]
                 if self.read_register:
                     # an empty head's walk keeps the zero query: its popcounts (and term) are 0
@@ -725,11 +728,10 @@ class SpikeKvCache(wiring.Component):
             m.d.comb += issue.eq(busy & credit)
         elif alternate:
             # the memory issues only to a free port, and holds its reads with the pipeline
-            m.d.comb += [mem.r_addr.eq(addr(w_head, w_slot, w_plane)), mem.r_en.eq(busy),
+            m.d.comb += [mem.r_addr.eq(w_addr), mem.r_en.eq(busy),
                          mem.hold.eq(stall), issue.eq(busy & mem.r_ready)]
         else:
-            m.d.comb += [issue.eq(busy & ~stall),
-                         rport.addr.eq(addr(w_head, w_slot, w_plane)), rport.en.eq(issue)]
+            m.d.comb += [issue.eq(busy & ~stall), rport.addr.eq(w_addr), rport.en.eq(issue)]
 
         s1_valid, s1_score, s1_in_range, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_plane = Signal(self.plane_bits)
@@ -827,6 +829,19 @@ class SpikeKvCache(wiring.Component):
             with m.Elif(issue & last_plane):
                 m.d.sync += [w_left.eq(w_left - 1), w_key.eq(w_key + 1),
                              w_slot.eq(wrap(w_slot))]
+            # The read address is addr(w_head, w_slot, w_plane), kept in a register of its
+            # own: multiplied out when a walk starts and stepped by one plane after each
+            # issue, it leaves the multiply by t_kv out of the path into the macros' bank
+            # decode (the engine's worst path at 202.1 MHz). A walk of an empty head ends at
+            # its first issue, so its step does not matter.
+            with m.If(accept_read):
+                m.d.sync += w_addr.eq(addr(read_head, read_slot, 0))
+            if S:
+                with m.Elif(accept_query):
+                    m.d.sync += w_addr.eq(addr(query_head, query_slot, 0))
+            with m.Elif(issue):
+                m.d.sync += w_addr.eq(Mux(last_plane & (w_slot == D - 1), firsts[w_head],
+                                          w_addr + 1))
 
         # ---- stage 1: memory word -> read beat, or -> popcounts per query plane ------------
         beat = Signal(self.read_data_layout)

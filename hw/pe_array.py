@@ -115,6 +115,8 @@ class TernaryAccumulatorArray(wiring.Component):
     #: 5 measured best on sky130, gated and ungated, with both engine netlists at 200 MHz
     #: (docs/synthesis.md, 2026-12-05 evening)
     ACC_LOW_BITS = 5
+    #: asic style: lanes per copy of the event's sign flip-flop (at most 4 copies)
+    SIGN_GROUP_LANES = 8
 
     def __init__(self, *, params):
         if not isinstance(params, HwParams):
@@ -214,6 +216,27 @@ class TernaryAccumulatorArray(wiring.Component):
                 m.d.sync += [*s2.copy(s1), *ev.copy(s2)]
         else:
             row = rd.data
+        if not p.read_register:
+            # The event's sign reaches every lane's operand (LANES x (W_BITS + 1) loads, on the
+            # path into the accumulators), so each group of lanes takes it from a flip-flop of
+            # its own. The copies register different functions of the previous stage, each
+            # equal to the sign whenever a lane uses it (a valid event that is not empty), so
+            # that Yosys keeps them apart: it merges flip-flops with the same input.
+            if alternate:
+                prev_sign, prev_empty, prev_valid = s2.sign, s2.empty, s2.valid
+            else:
+                pl = self.i_stream.payload
+                prev_sign, prev_empty, prev_valid = pl.sign, pl.empty, accept
+            variants = [prev_sign & ~prev_empty, prev_sign & prev_valid,
+                        prev_sign & prev_valid & ~prev_empty]
+            groups = min(1 + len(variants), -(-p.lanes // self.SIGN_GROUP_LANES))
+            lane_signs = [ev.sign]
+            for g in range(1, groups):
+                copy = Signal(name=f"{ev.sign.name}_g{g}")
+                with m.If(~stall):
+                    m.d.sync += copy.eq(variants[g - 1])
+                lane_signs.append(copy)
+            per_group = -(-p.lanes // groups)
 
         modality = Signal()
         m.d.comb += self.o_stream.payload.modality.eq(modality)
@@ -261,7 +284,7 @@ class TernaryAccumulatorArray(wiring.Component):
                 add = Signal(signed(p.w_bits + 1), name=f"add{lane}")
                 with m.If(zero):
                     m.d.comb += add.eq(0)
-                with m.Elif(ev.sign):
+                with m.Elif(lane_signs[lane // per_group]):
                     m.d.comb += add.eq(-w)
                 with m.Else():
                     m.d.comb += add.eq(w)

@@ -316,6 +316,39 @@ def test_random_traffic_gaps_backpressure(ring, seed, rr):
     assert tr.rw_cycles >= 10 if fpga(rr) and not ring else tr.rw_cycles == 0, tr.rw_cycles
 
 
+@pytest.mark.parametrize("rr", [False, "alternating"], ids=["asic", "alternating"])
+def test_walk_read_address_steps_with_the_walker(rr):
+    """The asic style keeps the read address in a register, stepped by one plane per issue
+    and reset to the head's first slot at the ring's wrap: in every busy cycle of a walk over
+    a non-empty head it equals (head * depth + slot) * t_kv + plane."""
+    heads, depth, T = 3, 5, 3
+    c = make(heads=heads, head_dim=8, t_kv=T, depth=depth, ring=True, read_register=rr)
+    tr = Traffic(c, seed=31, p_valid=dict(append=0.4, read=0.15, query=0.1), p_ready=0.6)
+    rng = random.Random(32)
+    for _ in range(40):
+        tr.append(rng.randrange(heads), random_vector(rng, T, 8))
+    for _ in range(30):
+        tr.read(rng.randrange(heads), rng.randrange(depth))
+    for _ in range(20):
+        tr.query(rng.randrange(heads), random_vector(rng, T, 8))
+    wraps, checked = set(), 0
+
+    def probe(t, ctx):
+        nonlocal checked
+        w = c._walk                               # made by elaborate()
+        if ctx.get(w.busy) and ctx.get(c.count[ctx.get(w.head)]):
+            head, slot, plane = ctx.get(w.head), ctx.get(w.slot), ctx.get(w.plane)
+            assert ctx.get(w.addr) == (head * depth + slot) * T + plane, (head, slot, plane)
+            checked += 1
+            if slot == 0 and plane == 0:
+                wraps.add(head)
+
+    tr.probes.append(probe)
+    tr.run()
+    assert not tr.reads and not tr.queries
+    assert checked > 200 and wraps == set(range(heads))
+
+
 @pytest.mark.parametrize("rr", STYLES, ids=STYLE_IDS)
 def test_v_cache_without_score_unit(rr):
     """with_score=False (a V cache): no query/score ports, appends and reads as before."""

@@ -189,6 +189,29 @@ def test_the_pe_arrays_upper_accumulator_bits_go_behind_clock_gates(tmp_path):
 
 
 @needs_yosys
+@pytest.mark.parametrize("alternating", [False, True], ids=["one_read_port", "alternating"])
+def test_the_pe_arrays_event_sign_stays_one_flip_flop_per_lane_group(tmp_path, alternating):
+    """32 lanes: the event's sign is four flip-flops after synthesis, one per 8 lanes (each
+    copy registers another function of the previous stage, so Yosys does not merge them),
+    and the gate-level netlist still replays the RTL's trace."""
+    from spikemllm.hw.pe_array import TernaryAccumulatorArray
+
+    p = HwParams(lanes=32, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2,
+                 alternating_ports=alternating)
+    dut = TernaryAccumulatorArray(params=p)
+    case = random_engine_case(p, seed=8, n_tokens=3, in_features=p.in_max)
+    r = RA.pe_array_activity(p, case.weights, case.events, horner=case.horner, trace=True)
+    nl = gated_netlist(tmp_path, dut, "pe")
+    mod = json.loads((tmp_path / "pe.gated.json").read_text())["modules"]["pe"]
+    q_bits = {c["connections"]["Q"][0] for c in mod["cells"].values() if "Q" in c["connections"]}
+    stage = "s3" if alternating else "s1"
+    names = [f"{stage}_sign"] + [f"{stage}_sign_g{g}" for g in (1, 2, 3)]
+    bits = [mod["netnames"][n]["bits"][0] for n in names]
+    assert len(set(bits)) == 4 and set(bits) <= q_bits
+    assert nl.simulate(r["port_trace"]).checked_output_bits > 0
+
+
+@needs_yosys
 def test_a_netlist_that_disagrees_with_the_trace_is_refused(tmp_path):
     dut = EnabledRegister()
     trace = enabled_register_trace(dut, [1, 1, 0, 1] * 4)
