@@ -20,6 +20,11 @@ from .registered_memory import RegisteredReadMemory, check_read_register
 __all__ = ["SpikeKvCache", "kv_cache_from_params", "score_bound"]
 
 
+def _flags(*names):
+    """One-bit signals called ``names`` (Amaranth cannot see names through tuple unpacking)."""
+    return tuple(Signal(name=n) for n in names)
+
+
 def _clog2(n):
     # Bits to address n items, at least 1 (zero-width ports confuse Verilog drivers).
     return max(1, (n - 1).bit_length())
@@ -733,9 +738,10 @@ class SpikeKvCache(wiring.Component):
         else:
             m.d.comb += [issue.eq(busy & ~stall), rport.addr.eq(w_addr), rport.en.eq(issue)]
 
-        s1_valid, s1_score, s1_in_range, s1_empty = Signal(), Signal(), Signal(), Signal()
+        s1_valid, s1_score, s1_in_range, s1_empty = _flags("s1_valid", "s1_score", "s1_in_range",
+                                                            "s1_empty")
         s1_plane = Signal(self.plane_bits)
-        s1_last_plane, s1_last = Signal(), Signal()
+        s1_last_plane, s1_last = _flags("s1_last_plane", "s1_last")
         s1_key = Signal(self.token_bits)
         s1 = (s1_valid, s1_score, s1_in_range, s1_empty, s1_plane, s1_last_plane, s1_last,
               s1_key)
@@ -863,7 +869,8 @@ class SpikeKvCache(wiring.Component):
         if S:
             kp, kn = word.pos, word.neg
             m.d.comb += q_done.eq(~stall & s1_valid & s1_score & s1_last_plane & s1_last)
-            s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = (Signal() for _ in range(5))
+            s2_valid, s2_first, s2_last_plane, s2_last, s2_empty = _flags(
+                "s2_valid", "s2_first", "s2_last_plane", "s2_last", "s2_empty")
             s2_key = Signal(self.token_bits)
             # popcounts in carry-save form (two rows, row sum = count); the carry-propagate
             # adds move into stage 2's tree, keeping stage 1 to AND + full adders
@@ -899,7 +906,8 @@ class SpikeKvCache(wiring.Component):
             # ---- stage 2: weighted sum of the popcounts -> term of this key plane ----------
             # (an empty head's walk has a zero query: its popcounts and term are 0)
             term_bits = (d * ((1 << Tq) - 1)).bit_length() + 1
-            s3_valid, s3_first, s3_last_plane, s3_last, s3_empty = (Signal() for _ in range(5))
+            s3_valid, s3_first, s3_last_plane, s3_last, s3_empty = _flags(
+                "s3_valid", "s3_first", "s3_last_plane", "s3_last", "s3_empty")
             s3_key = Signal(self.token_bits)
             if self.read_register:
                 # the FPGA pipeline registers the tree's two rows: its carry-propagate adder

@@ -200,7 +200,7 @@ class DenseMacLanes(wiring.Component):
             # One global stall: a finished vector is offered and not taken.
             m.d.comb += stall.eq(self.o_stream.valid & ~self.o_stream.ready)
         # Stage 1: weight row read (the read port holds its data while stalled).
-        s1_valid, s1_last = Signal(), Signal()
+        s1_valid, s1_last = Signal(name="s1_valid"), Signal(name="s1_last")
         s1_act = Signal(signed(self.a_bits))
         m.d.comb += rd_addr.eq(self.i_stream.payload.index)
         if self.alternating_ports:
@@ -219,13 +219,13 @@ class DenseMacLanes(wiring.Component):
             # The registered weight row and its input, then the row once more after the
             # read banks' multiplexer: the multipliers start at flip-flops, and the bank
             # select's fan-out does not add to the multiply.
-            r_valid, r_last = Signal(), Signal()
+            r_valid, r_last = Signal(name="r_valid"), Signal(name="r_last")
             r_act = Signal(signed(self.a_bits))
             m.d.comb += weights.r_load.eq(~stall)
             with m.If(~stall):
                 m.d.sync += [r_valid.eq(s1_valid), r_last.eq(s1_last), r_act.eq(s1_act)]
             row = Signal(lanes * w_bits)
-            q_valid, q_last = Signal(), Signal()
+            q_valid, q_last = Signal(name="q_valid"), Signal(name="q_last")
             q_act = Signal(signed(self.a_bits))
             with m.If(~stall):
                 m.d.sync += [row.eq(weights.r_data), q_valid.eq(r_valid), q_last.eq(r_last),
@@ -244,7 +244,7 @@ class DenseMacLanes(wiring.Component):
             row = rd.data
 
         # Stage 2: registered products (keeps the multiplier out of the accumulate path).
-        s2_valid, s2_last = Signal(), Signal()
+        s2_valid, s2_last = Signal(name="s2_valid"), Signal(name="s2_last")
         prod_bits = w_bits + self.a_bits
         s2_prod = [Signal(signed(prod_bits), name=f"s2_prod{i}") for i in range(lanes)]
         with m.If(~stall):
@@ -267,7 +267,7 @@ class DenseMacLanes(wiring.Component):
         # no block RAM read enable through logic.
         acc = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(lanes)]
         fresh = Signal()
-        step, first = Signal(), Signal()
+        step, first = Signal(name="step"), Signal(name="first")
         m.d.comb += [step.eq(~stall & s2_valid), first.eq(step & fresh)]
         if not self.read_register:
             m.d.comb += [self.o_stream.payload[i].eq(acc[i]) for i in range(lanes)]
