@@ -241,7 +241,7 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     jobs = []
     for case in cases:
         case.check_fits(params)
-        jobs += [(design, fn, case) for design, fn in measures.items()
+        jobs += [(design, fn, case, params) for design, fn in measures.items()
                  if designs is None or design in designs]
     kv_sizes = []
     for case in kv_cases:
@@ -249,15 +249,16 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
         kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
                         f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
         jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c, trace=tr),
-                     case))
-    designs = list(dict.fromkeys(d for d, _, _ in jobs))
+                     case, kp))
+    designs = list(dict.fromkeys(d for d, *_ in jobs))
     tot = {d: [0, 0] for d in designs}
     reads = {d: {} for d in designs}
     cycles = dict.fromkeys(designs, 0)
     ports, planes, scores, traces = {}, 0, 0, {}
-    for design, fn, case in jobs:
+    for design, fn, case, p in jobs:
         r = fn(case)
         if "port_trace" in r:
+            r["port_trace"].params = p.to_dict()   # synth names the flags of another size
             trace_dir.mkdir(parents=True, exist_ok=True)
             path = trace_dir / (f"{design}." + re.sub(r"[^A-Za-z0-9_.-]", "_", case.name)
                                 + ".npz")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PortTrace", "record_ports", "GateNetlist", "GatingRun", "NetlistMismatch"]
+__all__ = ["PortTrace", "component_ports", "trace_misfit", "record_ports", "GateNetlist", "GatingRun", "NetlistMismatch"]
 
 #: two-input (or one- or three-input) gates: input pins in order
 _GATES = {"$_AND_": ("A", "B"), "$_OR_": ("A", "B"), "$_XOR_": ("A", "B"), "$_NOT_": ("A",),
@@ -54,12 +54,15 @@ class NetlistMismatch(ValueError):
 @dataclass
 class PortTrace:
     """Every port of a design at every clock edge: ``bits[cycle]`` holds the ports' values
-    side by side (port ``k`` in ``bits[:, offsets[k]:offsets[k] + widths[k]]``, LSB first)."""
+    side by side (port ``k`` in ``bits[:, offsets[k]:offsets[k] + widths[k]]``, LSB first).
+    ``params`` is the configuration the design was built with (``HwParams.to_dict()``), where
+    the recorder knows it."""
     names: list
     inputs: list                   # bool per port: driven by the testbench
     widths: list
     bits: np.ndarray               # uint8 [cycles, sum(widths)]
     source: str = ""
+    params: dict | None = None
 
     @property
     def cycles(self):
@@ -74,7 +77,15 @@ class PortTrace:
                             meta=np.frombuffer(json.dumps(
                                 {"names": self.names, "inputs": self.inputs,
                                  "widths": self.widths, "cycles": self.cycles,
-                                 "source": self.source}).encode(), dtype=np.uint8))
+                                 "source": self.source, "params": self.params}).encode(),
+                                dtype=np.uint8))
+
+    @staticmethod
+    def header(path):
+        """The trace's metadata (names, inputs, widths, cycles, source, params) without its
+        bits."""
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(bytes(z["meta"]).decode())
 
     @classmethod
     def load(cls, path):
@@ -84,7 +95,34 @@ class PortTrace:
             bits = np.unpackbits(z["bits"], axis=1, count=total)
         if bits.shape[0] != meta["cycles"]:
             raise ValueError(f"{path}: {bits.shape[0]} cycles stored, {meta['cycles']} stated")
-        return cls(meta["names"], meta["inputs"], meta["widths"], bits, meta.get("source", ""))
+        return cls(meta["names"], meta["inputs"], meta["widths"], bits, meta.get("source", ""),
+                   meta.get("params"))
+
+
+def component_ports(dut):
+    """``[(name, is_input, value), ...]``: every port of ``dut`` (a ``wiring.Component``),
+    named as Amaranth's RTLIL backend names it."""
+    from amaranth.hdl import Value
+    from amaranth.lib import wiring
+
+    return [("__".join(str(p) for p in path), member.flow == wiring.In, Value.cast(value))
+            for path, member, value in dut.signature.flatten(dut)]
+
+
+def trace_misfit(dut, trace_paths):
+    """Why the traces at ``trace_paths`` cannot drive ``dut``'s netlist (a port the design
+    lacks, or of another width: a trace of another configuration), or None when they fit.
+    Reads only the traces' headers, so a flow can tell before it synthesises."""
+    ports = {n: len(v) for n, _, v in component_ports(dut)}
+    for path in trace_paths:
+        meta = PortTrace.header(path)
+        for name, width in zip(meta["names"], meta["widths"]):
+            if name not in ports:
+                return f"{Path(path).name}: port {name!r} is not a port of the design"
+            if ports[name] != width:
+                return (f"{Path(path).name}: port {name}: {width} bits in the trace, "
+                        f"{ports[name]} in the design")
+    return None
 
 
 def record_ports(sim, dut):
@@ -92,11 +130,7 @@ def record_ports(sim, dut):
     ``wiring.Component``, ports named as Amaranth's RTLIL backend names them) at every clock
     edge from the start. Returns a callable that builds the :class:`PortTrace` after
     ``sim.run()``."""
-    from amaranth.hdl import Value
-    from amaranth.lib import wiring
-
-    ports = [("__".join(str(p) for p in path), member.flow == wiring.In, Value.cast(value))
-             for path, member, value in dut.signature.flatten(dut)]
+    ports = component_ports(dut)
     sigs = [v for _, _, v in ports]
     rows = []
 
@@ -107,7 +141,7 @@ def record_ports(sim, dut):
 
     sim.add_testbench(recorder, background=True)
 
-    def build(source=""):
+    def build(source="", params=None):
         widths = [len(v) for _, _, v in ports]
         bits = np.zeros((len(rows), sum(widths)), dtype=np.uint8)
         lo = 0
@@ -117,7 +151,7 @@ def record_ports(sim, dut):
                 bits[:, lo + b] = (col >> b) & 1
             lo += w
         return PortTrace([n for n, _, _ in ports], [i for _, i, _ in ports], widths, bits,
-                         source)
+                         source, params)
     return build
 
 

@@ -141,17 +141,20 @@ explicitly with --target could not run.
 # command line
 
 
+#: the integer HwParams fields that are command-line flags (``--head-dim`` for head_dim)
+HW_FLAGS = {"lanes": "output channels in parallel (LANES)", "w_bits": "signed weight width",
+            "t_max": "largest T per token", "in_max": "input features = weight-memory rows",
+            "kv_depth": "KV-cache tokens per head", "heads": "KV heads",
+            "head_dim": "head dimension", "t_kv": "KV bit-planes"}
+
+
 def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--target", default=None,
                         help="comma-separated subset of " + ",".join(TARGETS)
                              + " or 'all' (default: all, skipping targets whose tools are missing)")
     g = parser.add_argument_group("hardware parameters (default: HwParams defaults)")
-    for name, help_ in (("lanes", "output channels in parallel (LANES)"),
-                        ("w-bits", "signed weight width"), ("t-max", "largest T per token"),
-                        ("in-max", "input features = weight-memory rows"),
-                        ("kv-depth", "KV-cache tokens per head"), ("heads", "KV heads"),
-                        ("head-dim", "head dimension"), ("t-kv", "KV bit-planes")):
-        g.add_argument(f"--{name}", type=int, default=None, help=help_)
+    for name, help_ in HW_FLAGS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=help_)
     g.add_argument("--alternating-ports", action=argparse.BooleanOptionalAction, default=None,
                    help="asic style: read every memory (weights, KV planes) through the SRAM "
                         "macro's two ports in turn, each clocked every other cycle "
@@ -184,7 +187,8 @@ def add_arguments(parser: argparse.ArgumentParser):
                              "output is checked against the RTL); the SRAM macros of a gated "
                              "design have their clocks gated by their port enables. A design "
                              "without a trace of this configuration stays ungated, and synth.md "
-                             "says why")
+                             "says why (for a trace of another size, with the flags that "
+                             "synthesise the size it was recorded at)")
     parser.add_argument("--no-net-activity", action="store_true",
                         help="sky130: price power from one register toggle rate per design, "
                              "propagated by OpenSTA, instead of the default where the design "
@@ -1331,6 +1335,24 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
             "pins_rescaled": len(pins)}
 
 
+def trace_misfit_note(name, comp, traces, params):
+    """Why ``traces`` (port trace files) cannot drive design ``name``'s netlist (``comp``),
+    with the hardware flags of the configuration they were recorded at where they say it, or
+    None when they fit. Checked from the traces' headers, before any synthesis."""
+    from .netlist_sim import PortTrace, trace_misfit
+
+    why = trace_misfit(comp, traces)
+    if why is None:
+        return None
+    rec = PortTrace.header(traces[0]).get("params") or {}
+    ours = params.to_dict() if isinstance(params, HwParams) else {}
+    flags = [f"--{k.replace('_', '-')} {rec[k]}" for k in HW_FLAGS
+             if k in rec and k in ours and rec[k] != ours[k]]
+    return (f"its trace is of another configuration ({why})"
+            + (f"; `--designs {name} {' '.join(flags)}` synthesises the one it was recorded "
+               "at" if flags else ""))
+
+
 def _sky130_yosys(work, yosys, name, lib, period_ns, traces):
     """The sky130 Yosys run of ``name``. With ``traces`` the netlist gets clock gates and
     their duty is measured (:func:`measure_clock_gating`); where the traces do not fit it,
@@ -1381,11 +1403,16 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 (work / f"{name}.top.ys").write_text(_TOP_JSON.format(il=f"{name}.il", top=name))
                 _run_tool([yosys, "-q", "-s", f"{name}.top.ys"], work, f"{name}.top.log")
             traces = act.get("port_traces_by_design", {}).get(name)
+            misfit = trace_misfit_note(name, comp, traces, params) if traces else None
+            if misfit:
+                _log(f"sky130: {name}: {misfit}")
             dt, gating = _sky130_yosys(work, yosys, name, lib, period_ns,
-                                       traces if clock_gating else None)
+                                       traces if clock_gating and not misfit else None)
             if clock_gating and not traces:
                 gating = {"applied": False, "note": "no port trace of this design in the "
                           "activity file (spikemllm sim records them)"}
+            elif clock_gating and misfit:
+                gating = {"applied": False, "note": f"not clock-gated: {misfit}"}
             st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
             mems = _memories(work, name)
             stub_cells = sum(v for k, v in st["cells_by_type"].items() if k.startswith("spk_sram"))
@@ -1413,7 +1440,9 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                         **{name: gating["register_activity_per_clocked_edge"]}))
                     clocks = gated_clock_periods(gating, period_ns)
                 nets = None
-                if net_activity and traces:
+                if net_activity and misfit:
+                    nets = {"applied": False, "note": misfit}
+                elif net_activity and traces:
                     _log(f"sky130: {name}: simulating the mapped netlist on {len(traces)} port "
                          "trace(s) for every net's activity ...")
                     try:
@@ -2455,9 +2484,7 @@ def run(args) -> int:
     wanted = None
     if args.designs:
         wanted = [d.strip() for d in args.designs.split(",") if d.strip()]
-    overrides = {k: getattr(args, k, None) for k in ("lanes", "w_bits", "t_max", "in_max",
-                                                      "kv_depth", "heads", "head_dim", "t_kv",
-                                                      "alternating_ports")}
+    overrides = {k: getattr(args, k, None) for k in (*HW_FLAGS, "alternating_ports")}
     sweep = parse_sweep(args.sweep) if args.sweep else None
     base_params = make_params(overrides)
     points = [base_params] if sweep is None else \

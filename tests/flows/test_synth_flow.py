@@ -496,8 +496,10 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
                              trace=True)["port_trace"].save(tmp_path / "traces" / "mac.npz")
     other = HwParams(lanes=4, in_max=16, kv_depth=4, heads=1, head_dim=4, t_max=2)
     wide = random_engine_case(other, seed=3, n_tokens=2, in_features=16)
-    RA.pe_array_activity(other, wide.weights, wide.events, horner=wide.horner,
-                         trace=True)["port_trace"].save(tmp_path / "traces" / "pe.npz")
+    pe_trace = RA.pe_array_activity(other, wide.weights, wide.events, horner=wide.horner,
+                                    trace=True)["port_trace"]
+    pe_trace.params = other.to_dict()   # as spikemllm sim records it
+    pe_trace.save(tmp_path / "traces" / "pe.npz")
     f = tmp_path / "activity.json"
     f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac.npz"],
                                                        "pe_array": ["traces/pe.npz"]},
@@ -531,11 +533,17 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
                       for g in (True, False))
     assert mac_mem["power_mw"]["dynamic"] == pytest.approx(gated) and gated < ungated
     pe = designs["pe_array"]["clock_gating"]
-    assert not pe["applied"] and pe["note"].startswith("not clock-gated: port ")
+    assert not pe["applied"] and pe["note"].startswith(
+        "not clock-gated: its trace is of another configuration (pe.npz: port ")
+    # told from the trace's header, so it was never synthesised with gates; the note names
+    # the flags of the trace's configuration
+    assert not (out / "sky130" / "pe_array.gated.json").exists()
+    assert pe["note"].endswith("`--designs pe_array --lanes 4` synthesises the one it was "
+                               "recorded at")
     # nor can its mapped netlist replay that trace: its power stays on propagated activity
     na = designs["pe_array"]["net_activity"]
-    assert not na["applied"] and na["note"].startswith("port ")
-    assert "- pe_array: propagated: port " in (out / "synth.md").read_text()
+    assert not na["applied"] and na["note"].startswith("its trace is of another configuration")
+    assert "- pe_array: propagated: its trace is of another" in (out / "synth.md").read_text()
     assert designs["mac_baseline"]["net_activity"]["applied"]
     assert "dlclkp" not in (out / "sky130" / "pe_array.netlist.v").read_text()
     eng = designs["spike_engine"]["clock_gating"]

@@ -15,7 +15,8 @@ from amaranth.sim import Simulator
 from spikemllm.cosim.stimulus import random_engine_case
 from spikemllm.hw import register_activity as RA
 from spikemllm.hw import synth as S
-from spikemllm.hw.netlist_sim import GateNetlist, NetlistMismatch, PortTrace, record_ports
+from spikemllm.hw.netlist_sim import (GateNetlist, NetlistMismatch, PortTrace, record_ports,
+                                      trace_misfit)
 from spikemllm.hw.params import HwParams
 from spikemllm.hw.tools import find_tool
 
@@ -239,6 +240,22 @@ def test_a_trace_of_another_configuration_is_refused(tmp_path):
     other = PortTrace(["en", "data", "q"], trace.inputs, trace.widths, trace.bits)
     with pytest.raises(ValueError, match="'data' is not a port"):
         nl.simulate(other)
+
+
+def test_trace_misfit_names_the_first_port_that_does_not_fit(tmp_path):
+    dut = EnabledRegister()
+    trace = enabled_register_trace(dut, [1, 0])
+    trace.save(tmp_path / "fits.npz")
+    assert trace_misfit(dut, [tmp_path / "fits.npz"]) is None
+    PortTrace(trace.names, trace.inputs, [1, 9, 8], np.zeros((trace.cycles, 18), np.uint8),
+              params={"lanes": 4}).save(tmp_path / "wide.npz")
+    assert PortTrace.header(tmp_path / "wide.npz")["params"] == {"lanes": 4}
+    assert trace_misfit(dut, [tmp_path / "fits.npz", tmp_path / "wide.npz"]) == (
+        "wide.npz: port d: 9 bits in the trace, 8 in the design")
+    PortTrace(["en", "data", "q"], trace.inputs, trace.widths, trace.bits).save(
+        tmp_path / "other.npz")
+    assert trace_misfit(dut, [tmp_path / "other.npz"]) == (
+        "other.npz: port 'data' is not a port of the design")
 
 
 def _clock_of(mod):

@@ -169,3 +169,6 @@ def test_regression_activity_keys_for_the_kv_cache(tmp_path):
     (f,) = t["port_traces_by_design"]["spike_kv_cache"]
     from spikemllm.hw.netlist_sim import PortTrace
     assert PortTrace.load(tmp_path / f).cycles > r["cycles"]   # the trace starts at the first edge
+    # and it says the configuration it was recorded at (the cache sized for the case)
+    from spikemllm.cosim.stimulus import kv_params_for
+    assert PortTrace.header(tmp_path / f)["params"] == kv_params_for(case, p).to_dict()
