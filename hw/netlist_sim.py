@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PortTrace", "component_ports", "trace_misfit", "record_ports", "GateNetlist", "GatingRun", "NetlistMismatch"]
+__all__ = ["PortTrace", "component_ports", "trace_misfit", "record_ports", "GateNetlist",
+           "GatingRun", "NetlistMismatch"]
 
 #: two-input (or one- or three-input) gates: input pins in order
 _GATES = {"$_AND_": ("A", "B"), "$_OR_": ("A", "B"), "$_XOR_": ("A", "B"), "$_NOT_": ("A",),
@@ -141,7 +142,7 @@ def record_ports(sim, dut):
 
     sim.add_testbench(recorder, background=True)
 
-    def build(source="", params=None):
+    def build(source=""):
         widths = [len(v) for _, _, v in ports]
         bits = np.zeros((len(rows), sum(widths)), dtype=np.uint8)
         lo = 0
@@ -151,7 +152,7 @@ def record_ports(sim, dut):
                 bits[:, lo + b] = (col >> b) & 1
             lo += w
         return PortTrace([n for n, _, _ in ports], [i for _, i, _ in ports], widths, bits,
-                         source, params)
+                         source)
     return build
 
 
