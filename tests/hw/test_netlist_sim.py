@@ -290,8 +290,8 @@ def test_the_k_caches_idle_registers_go_behind_clock_gates(tmp_path):
     gated_netlist(tmp_path, dut, "kv")
     mod = json.loads((tmp_path / "kv.gated.json").read_text())["modules"]["kv"]
     stages = sorted(n for n in mod["netnames"] if n.startswith(("s2_agree", "s2_oppose")))
-    names = ["q_pos", "q_neg", "wr_data", "wr_addr", "s2_key", "s3_key", "s3_term", *stages,
-             "w_left", "w_key", "w_slot"]
+    names = ["q_pos", "q_neg", "wr_data", "wr_addr", "s2_key", "s3_key", "s3_term_x",
+             "s3_term_y", *stages, "w_left", "w_key", "w_slot"]
     split = _gated_and_free_running(mod, names)
     assert sum(split["q_pos"]) + sum(split["q_neg"]) == 2 * dut.head_dim * dut.t_q
     assert sum(split["wr_data"]) == 2 * dut.head_dim and len(stages) == 4 * dut.t_q
