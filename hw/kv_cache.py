@@ -190,9 +190,11 @@ class SpikeKvCache(wiring.Component):
     is accepted. A head with no keys answers one beat ``{score 0, empty 1, last 1}``.
     The popcounts are carry-save trees of full adders; stage 1 registers each as two rows
     and stage 2 folds all ``4 * t_q`` rows, weights and signs into ``term`` with one more
-    carry-save tree and a single adder. Operand isolation: the query register holds zeros
-    except from a query's acceptance until its last key plane has left stage 1 (an empty
-    head's query is not loaded), so reads and idle cycles do not toggle the trees.
+    carry-save tree, registered as two rows again; stage 3 adds them to the doubled
+    accumulator with a single adder (in the asic style after one more carry-save level).
+    Operand isolation: the query register holds zeros except from a query's acceptance
+    until its last key plane has left stage 1 (an empty head's query is not loaded), so
+    reads and idle cycles do not toggle the trees.
     ``score_bits`` = ``score_bound(head_dim, t_q, t_kv).bit_length() + 1`` (signed), so no
     value of the accumulator, partial or final, can overflow.
 
@@ -247,8 +249,7 @@ class SpikeKvCache(wiring.Component):
         Timing). It is the FPGA pipeline of the score
         unit too: each popcount tree and the weighted-sum tree get a register inside
         (after POP_CUT_LEVELS and TERM_CUT_LEVELS levels), SCORE_CUT_CYCLES = 2 more cycles
-        for scores and empty beats, and the weighted sum's final adder moves into the
-        Horner stage. The instance's ``read_latency``, ``score_latency`` and
+        for scores and empty beats. The instance's ``read_latency``, ``score_latency`` and
         ``empty_latency`` include all of these. The memory reads only words that are
         used (an out-of-range request or an empty head reads nothing), so it never reads
         the address being written in the same cycle; its banks carry Yosys's
