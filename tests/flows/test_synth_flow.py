@@ -605,9 +605,10 @@ def test_sky130_prices_power_from_every_nets_simulated_activity(tmp_path):
     for na in (runs["busy"][d]["net_activity"] for d in ("pe_array", "mac_baseline",
                                                           "spike_engine")):
         assert na["applied"] and na["checked_output_bits"] > 0 and na["mean_toggle_rate"] > 0
-        # every net but clk, also those named "\$signal$..." or "\k_cache.$signal$..."
+        # every net but clk, also escaped names with a "$" (``\weights.$signature__data[0]``)
         assert na["nets_annotated"] == na["nets_in_sta"] - 1 == na["nets"]
-    assert "\\$signal$" in (tmp_path / "busy" / "sky130" / "mac_baseline.netlist.v").read_text()
+    assert "\\weights.$signature__data[0]" in (
+        tmp_path / "busy" / "sky130" / "mac_baseline.netlist.v").read_text()
     # idle, only the alternating ports' phase (the port clocks' divider) and its fan-out toggle
     assert idle["net_activity"]["mean_toggle_rate"] < 0.1 * busy["net_activity"]["mean_toggle_rate"]
     # (the phase toggles w_stream.ready, an output, in every cycle: a tenth of the busy TINY
