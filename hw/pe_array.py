@@ -113,7 +113,7 @@ class TernaryAccumulatorArray(wiring.Component):
     #: without ``read_register``: the accumulators' low bits, clocked in every cycle (the rest
     #: load only on a carry or borrow out of them, a restart or a doubling); at least W_BITS.
     #: 5 measured best on sky130, gated and ungated, with both engine netlists at 200 MHz
-    #: (docs/synthesis.md, 2026-12-05 evening)
+    #: (docs/synthesis-runs.md, 2026-12-05 evening)
     ACC_LOW_BITS = 5
     #: asic style: lanes per copy of the event's sign flip-flop (at most 4 copies)
     SIGN_GROUP_LANES = 8
