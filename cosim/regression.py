@@ -214,15 +214,16 @@ def _rel(path):
 def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, designs=None):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
     on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
-    with its score unit) on ``kv_cases`` (golden attention cases, each on a cache sized for
-    it), and the reads per cycle of each of their memories, measured in the Amaranth
+    with its score unit) on ``kv_cases`` (golden attention cases, each on ``params``' cache
+    where it fits, else on a cache sized for it; where some fit, the K cache's rates are
+    theirs alone, and the others only record their traces), and the reads per cycle of each of their memories, measured in the Amaranth
     simulator: the ``activity.json`` keys ``register_activity_by_design``,
     ``sram_reads_per_cycle_by_design``, ``register_activity_source`` and, with ``kv_cases``,
     ``port_activity_by_design`` and ``score_planes_per_cycle`` (key planes scored per cycle:
     scores x t_kv / cycles, the score walker's utilisation, which carries over to other t_kv).
     (:mod:`spikemllm.hw.register_activity`; OpenSTA starts every register output from that
     rate.) With ``trace_dir``, every port of spike_engine, pe_array, mac_baseline and
-    spike_kv_cache (at its case's size) at every cycle of each case is saved there
+    spike_kv_cache (at the size it ran at) at every cycle of each case is saved there
     (``<design>.<case>.npz``) and listed, relative to
     ``trace_dir``'s parent, as ``port_traces_by_design`` (``spikemllm synth --clock-gating``
     simulates the gate-level netlists on them). ``designs`` (None: all) limits which of
@@ -241,21 +242,28 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     jobs = []
     for case in cases:
         case.check_fits(params)
-        jobs += [(design, fn, case, params) for design, fn in measures.items()
+        jobs += [(design, fn, case, params, True) for design, fn in measures.items()
                  if designs is None or design in designs]
+    kv_jobs = [(case, kv_params_for(case, params, keep_fitting=True)) for case in kv_cases]
+    # where some case runs on params' own cache, the K cache's rates are those cases' alone;
+    # the others only record their traces (for a synthesis at their size)
+    own = any(kp == params for _, kp in kv_jobs)
     kv_sizes = []
-    for case in kv_cases:
-        kp = kv_params_for(case, params)
-        kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
-                        f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
-        jobs.append(("spike_kv_cache", lambda c, kp=kp: RA.kv_cache_activity(kp, c, trace=tr),
-                     case, kp))
+    for case, kp in kv_jobs:
+        counted = kp == params or not own
+        if counted:
+            kv_sizes.append(f"{case.name} (heads {kp.heads}, head_dim {kp.head_dim}, "
+                            f"t_kv {kp.t_kv}, depth {kp.kv_depth})")
+        if counted or tr:
+            jobs.append(("spike_kv_cache",
+                         lambda c, kp=kp: RA.kv_cache_activity(kp, c, trace=tr), case, kp,
+                         counted))
     designs = list(dict.fromkeys(d for d, *_ in jobs))
     tot = {d: [0, 0] for d in designs}
     reads = {d: {} for d in designs}
     cycles = dict.fromkeys(designs, 0)
     ports, planes, scores, traces = {}, 0, 0, {}
-    for design, fn, case, p in jobs:
+    for design, fn, case, p, counted in jobs:
         r = fn(case)
         if "port_trace" in r:
             r["port_trace"].params = p.to_dict()   # synth names the flags of another size
@@ -264,6 +272,8 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
                                 + ".npz")
             r["port_trace"].save(path)
             traces.setdefault(design, []).append(str(path.relative_to(trace_dir.parent)))
+        if not counted:
+            continue
         tot[design][0] += r["toggles"]
         tot[design][1] += r["bits"] * r["cycles"]
         cycles[design] += r["cycles"]

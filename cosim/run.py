@@ -53,6 +53,10 @@ GOLDEN_SETS = {
                        "linear"),
     "ts-attn": (["--model", str(REPO_ROOT.parent / "shared" / "models" / "tinystories-656k"),
                  "--layer", "1", "--proj", "attn", "--tokens", "16"], "attention"),
+    # the default HwParams' KV cache (2 heads, head_dim 64, t_kv 7): its trace lets
+    # `spikemllm synth --clock-gating` gate the default spike_kv_cache
+    "tq2-attn": (["--model", "tiny-qwen2", "--layer", "1", "--proj", "attn", "--tokens", "16",
+                  "--kv-bits", "8"], "attention"),
 }
 
 
@@ -216,7 +220,12 @@ def _run(args, configs, seed, out, t_start, log):
         golden[Path(extra).name] = (Path(extra), g.kind)
 
     runs, builds = [], {}
-    golden_kv = {}
+    golden_kv = {g: golden_kv_case(d, name=g) for g, (d, kind) in golden.items()
+                 if kind == "attention"}
+    # each golden attention case runs on the first configuration whose KV cache takes it
+    kv_home = {g: next((n for n in configs
+                        if kv_params_for(c, R.hw_params(n), keep_fitting=True) == R.hw_params(n)),
+                       None) for g, c in golden_kv.items()}
     for ci, name in enumerate(configs):
         params = R.hw_params(name)
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")
@@ -238,15 +247,11 @@ def _run(args, configs, seed, out, t_start, log):
         kv_sets = [(name, params, [random_kv_case(params, seed=seed, tokens=min(params.kv_depth, 6)),
                                    random_kv_case(params, seed=seed + 1, tokens=params.kv_depth, queries=1),
                                    random_kv_case(params, seed=seed + 2, tokens=3, queries=1, extreme=True)])]
-        for gname, (gdir, kind) in golden.items():
-            if kind == "attention":
-                kcase = golden_kv_case(gdir, name=gname)
-                golden_kv.setdefault(gname, kcase)
-                kp = kv_params_for(kcase, params)
-                if kp == params:
-                    kv_sets[0][2].insert(0, kcase)
-                elif ci == 0:   # one extra KV build sized for the golden case
-                    kv_sets.append((f"{name}-{gname}", kp, [kcase]))
+        for gname, kcase in golden_kv.items():
+            if kv_home[gname] == name:
+                kv_sets[0][2].insert(0, kcase)
+            elif kv_home[gname] is None and ci == 0:   # one extra KV build sized for it
+                kv_sets.append((f"{name}-{gname}", kv_params_for(kcase, params), [kcase]))
         for kname, kp, kcases in kv_sets:
             log(f"[3/5] Verilog + [4/5] Verilator builds: {kname} (spike_kv_cache)")
             kb = R.build_config(kname, kp, kinds=("kv",), log=lambda m: log("  " + m))

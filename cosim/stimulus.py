@@ -402,11 +402,17 @@ def golden_kv_case(golden_dir, name=None):
     return case
 
 
-def kv_params_for(case, params):
-    """``params`` with the KV fields (heads, head_dim, t_kv, kv_depth) a KV case needs."""
+def kv_params_for(case, params, *, keep_fitting=False):
+    """``params`` with the KV fields (heads, head_dim, t_kv, kv_depth) a KV case needs. With
+    ``keep_fitting``, ``params`` itself where its cache already takes the case (the same
+    heads, head_dim and t_kv, a slot for every token): a trace recorded there drives the
+    netlist that ``spikemllm synth`` makes of ``params``."""
     import dataclasses
 
     heads, tokens, t_kv, head_dim = case.k_pos.shape
+    if keep_fitting and (heads, head_dim, t_kv) == (params.heads, params.head_dim, params.t_kv) \
+            and tokens <= params.kv_depth:
+        return params
     depth = 1 << max(1, (tokens - 1).bit_length())
     return dataclasses.replace(params, heads=heads, head_dim=head_dim, t_kv=t_kv,
                                t_max=max(params.t_max, t_kv), kv_depth=depth)

@@ -124,7 +124,8 @@ Activity (--activity FILE, JSON written by the cosim; schema in docs/synthesis.m
   {"design": {"glob": a}} gives a design its own measured input-port rates (the others
   still); make sim measures spike_kv_cache on a golden attention case.
   port_traces_by_design {"design": ["trace.npz"]} (make sim records them): sky130 then
-  simulates that design's mapped netlist on its traces, every output checked against the
+  simulates that design's mapped netlist on those of its traces that fit it (a trace of
+  another configuration is left out, and said so), every output checked against the
   RTL, and sets every net's measured toggle rate and duty on its pins, so the one-rate
   settings above only cover what the netlist simulation cannot (--no-net-activity: not).
   golden_linear_dirs ["dir"] (make sim writes them): the golden cases those traces ran, which
@@ -1335,22 +1336,29 @@ def measure_net_activity(work, yosys, name, lib, traces, period_ns, gate_periods
             "pins_rescaled": len(pins)}
 
 
-def trace_misfit_note(name, comp, traces, params):
-    """Why ``traces`` (port trace files) cannot drive design ``name``'s netlist (``comp``),
-    with the hardware flags of the configuration they were recorded at where they say it, or
-    None when they fit. Checked from the traces' headers, before any synthesis."""
+def fitting_traces(name, comp, traces, params):
+    """``(fit, note)``: the port trace files of ``traces`` that fit design ``name``'s netlist
+    (``comp``), and why the others were left out (None when none was). A trace of another
+    configuration is left out; where none fits, the note names the hardware flags of the
+    configuration the first one was recorded at. Read from the traces' headers, before any
+    synthesis."""
     from .netlist_sim import PortTrace, trace_misfit
 
-    why = trace_misfit(comp, traces)
-    if why is None:
-        return None
+    fit, why = [], []
+    for t in traces:
+        w = trace_misfit(comp, [t])
+        (why if w else fit).append(w or t)
+    if not why:
+        return fit, None
+    if fit:
+        return fit, (f"{len(why)} trace(s) of another configuration left out ({'; '.join(why)})")
     rec = PortTrace.header(traces[0]).get("params") or {}
     ours = params.to_dict() if isinstance(params, HwParams) else {}
     flags = [f"--{k.replace('_', '-')} {rec[k]}" for k in HW_FLAGS
              if k in rec and k in ours and rec[k] != ours[k]]
-    return (f"its trace is of another configuration ({why})"
-            + (f"; `--designs {name} {' '.join(flags)}` synthesises the one it was recorded "
-               "at" if flags else ""))
+    return [], (f"its trace is of another configuration ({why[0]})"
+                + (f"; `--designs {name} {' '.join(flags)}` synthesises the one it was "
+                   "recorded at" if flags else ""))
 
 
 def _sky130_yosys(work, yosys, name, lib, period_ns, traces):
@@ -1403,16 +1411,18 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                 (work / f"{name}.top.ys").write_text(_TOP_JSON.format(il=f"{name}.il", top=name))
                 _run_tool([yosys, "-q", "-s", f"{name}.top.ys"], work, f"{name}.top.log")
             traces = act.get("port_traces_by_design", {}).get(name)
-            misfit = trace_misfit_note(name, comp, traces, params) if traces else None
+            traces, misfit = (fitting_traces(name, comp, traces, params) if traces
+                              else (traces, None))
             if misfit:
                 _log(f"sky130: {name}: {misfit}")
             dt, gating = _sky130_yosys(work, yosys, name, lib, period_ns,
-                                       traces if clock_gating and not misfit else None)
+                                       traces if clock_gating else None)
             if clock_gating and not traces:
-                gating = {"applied": False, "note": "no port trace of this design in the "
-                          "activity file (spikemllm sim records them)"}
-            elif clock_gating and misfit:
-                gating = {"applied": False, "note": f"not clock-gated: {misfit}"}
+                gating = {"applied": False, "note": f"not clock-gated: {misfit}" if misfit else
+                          "no port trace of this design in the activity file (spikemllm sim "
+                          "records them)"}
+            elif gating is not None and misfit:
+                gating["traces_left_out"] = misfit
             st = parse_yosys_stat((work / f"{name}.stat.json").read_text(), name)
             mems = _memories(work, name)
             stub_cells = sum(v for k, v in st["cells_by_type"].items() if k.startswith("spk_sram"))
@@ -1440,7 +1450,7 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                         **{name: gating["register_activity_per_clocked_edge"]}))
                     clocks = gated_clock_periods(gating, period_ns)
                 nets = None
-                if net_activity and misfit:
+                if net_activity and misfit and not traces:
                     nets = {"applied": False, "note": misfit}
                 elif net_activity and traces:
                     _log(f"sky130: {name}: simulating the mapped netlist on {len(traces)} port "
@@ -1453,6 +1463,8 @@ def run_sky130(work, designs, *, liberty, clock_mhz, act, params, keep_liberty=F
                         _log(f"sky130: {name}: propagated activity: {e}")
                     else:
                         nets["applied"] = True
+                    if misfit:
+                        nets["traces_left_out"] = misfit
                 (work / f"{name}.sta.tcl").write_text(
                     sta_script(name, lib, period_ns, sta_act, gated_clocks=clocks,
                                net_activity=bool(nets and nets["applied"])))
@@ -2195,7 +2207,9 @@ def render_markdown(rep):
                                 if duty else "—")
                              + f"; register activity {g['register_activity_per_clocked_edge']:.3g} "
                              f"per clocked edge ({g['register_activity_per_flop_cycle']:.3g} per "
-                             "flip-flop and cycle).")
+                             "flip-flop and cycle)"
+                             + (f"; {g['traces_left_out']}" if g.get("traces_left_out") else "")
+                             + ".")
             nets = {n: d["net_activity"] for n, d in r["designs"].items() if "net_activity" in d}
             if nets:
                 L += ["", "Activity per net (`port_traces_by_design`): the mapped netlist, each "
@@ -2214,7 +2228,9 @@ def render_markdown(rep):
                              f"rescaled to their cell's clock; {a['cycles']} cycles of "
                              f"{len(a['traces'])} trace(s), {a['checked_output_bits']} output "
                              f"bits matched; mean toggle rate {a['mean_toggle_rate']:.3g} per "
-                             "net and cycle.")
+                             "net and cycle"
+                             + (f"; {a['traces_left_out']}" if a.get("traces_left_out") else "")
+                             + ".")
             for n, d in r["designs"].items():
                 by = d.get("power_mw", {}).get("logic_by_block")
                 if by:
@@ -2325,8 +2341,8 @@ def _sweep_activity_cases(act, points, args):
                    "those traces")
 
 
-#: the designs whose activity a sweep point measures again (the KV cache's trace is sized by
-#: its golden attention case, whatever the point)
+#: the designs whose activity a sweep point measures again (the KV cache's traces are those of
+#: make sim's golden attention cases at every point: LANES does not size it)
 SWEEP_MEASURED = ("spike_engine", "pe_array", "mac_baseline")
 
 

@@ -34,14 +34,14 @@ images for Qwen2-VL), and DIR receives:
   static_scales.json   per-layer calibrated activation scales (--act-scale static)
   firing_rate.png, med.png
 
-MODEL: minilm | tiny-llama | tiny-qwen2vl | a local checkpoint directory (LLaMA, Qwen2,
+MODEL: minilm | tiny-llama | tiny-qwen2 | tiny-qwen2vl | a local checkpoint directory (LLaMA, Qwen2,
 Qwen2-VL, BERT; safetensors, or pickle with --trust-pickle), e.g.
 ../shared/models/tinystories-656k. Nothing is downloaded. DIR is written atomically.
 """
 
 
 def add_arguments(p):
-    p.add_argument("--model", required=True, help="minilm, tiny-llama, tiny-qwen2vl or a checkpoint directory")
+    p.add_argument("--model", required=True, help="minilm, tiny-llama, tiny-qwen2, tiny-qwen2vl or a checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced atomically)")
     p.add_argument("--config", metavar="JSON",
                    help="converter config: a JSON file (or inline JSON object); the flags below override it")

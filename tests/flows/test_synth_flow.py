@@ -485,8 +485,9 @@ def test_a_gated_engines_logic_power_is_split_by_block_too(tmp_path):
 @needs_sky130
 def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     """--clock-gating: the MAC baseline, with a trace of its configuration, gets clock gates,
-    each priced at a clock of period / duty; the PE array, whose trace is of another
-    configuration, and the engine, without one, stay ungated and say why."""
+    each priced at a clock of period / duty (its trace of another configuration left out, and
+    said so); the PE array, whose only trace is of another configuration, and the engine,
+    without one, stay ungated and say why."""
     from spikemllm.cosim.stimulus import random_engine_case
     from spikemllm.hw import register_activity as RA
 
@@ -500,8 +501,11 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
                                     trace=True)["port_trace"]
     pe_trace.params = other.to_dict()   # as spikemllm sim records it
     pe_trace.save(tmp_path / "traces" / "pe.npz")
+    RA.mac_baseline_activity(other, wide.weights, wide.events, horner=wide.horner,
+                             trace=True)["port_trace"].save(tmp_path / "traces" / "mac4.npz")
     f = tmp_path / "activity.json"
-    f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac.npz"],
+    f.write_text(json.dumps({"port_traces_by_design": {"mac_baseline": ["traces/mac4.npz",
+                                                                        "traces/mac.npz"],
                                                        "pe_array": ["traces/pe.npz"]},
                              "sram_reads_per_cycle_by_design": {
                                  "mac_baseline": {"weights.mem": 0.25},
@@ -514,6 +518,8 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     g = designs["mac_baseline"]["clock_gating"]
     assert g["applied"] and g["gated_flops"] > 0 and g["icgs"] == len(g["duty"]) > 0
     assert g["checked_output_bits"] > 0 and g["traces"] == [str(tmp_path / "traces" / "mac.npz")]
+    assert g["traces_left_out"].startswith(
+        "1 trace(s) of another configuration left out (mac4.npz: port ")
     tcl = (out / "sky130" / "mac_baseline.sta.tcl").read_text()
     for gate, duty in g["duty"].items():
         period = 10.0 / duty if duty > 0 else 10.0 * g["cycles"]
@@ -544,12 +550,15 @@ def test_sky130_clock_gating_prices_each_gate_at_its_measured_duty(tmp_path):
     na = designs["pe_array"]["net_activity"]
     assert not na["applied"] and na["note"].startswith("its trace is of another configuration")
     assert "- pe_array: propagated: its trace is of another" in (out / "synth.md").read_text()
-    assert designs["mac_baseline"]["net_activity"]["applied"]
+    mac_nets = designs["mac_baseline"]["net_activity"]
+    assert mac_nets["applied"] and mac_nets["traces"] == g["traces"]
+    assert mac_nets["traces_left_out"] == g["traces_left_out"]
     assert "dlclkp" not in (out / "sky130" / "pe_array.netlist.v").read_text()
     eng = designs["spike_engine"]["clock_gating"]
     assert not eng["applied"] and "no port trace" in eng["note"]
     md = (out / "synth.md").read_text()
     assert "Clock gating (`--clock-gating`)" in md and "- pe_array: ungated: not clock-gated" in md
+    assert "; 1 trace(s) of another configuration left out (mac4.npz: port " in md
 
 
 def _idle_pe_array_trace(params, path, cycles=64):

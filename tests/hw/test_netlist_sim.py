@@ -258,6 +258,27 @@ def test_trace_misfit_names_the_first_port_that_does_not_fit(tmp_path):
         "other.npz: port 'data' is not a port of the design")
 
 
+def test_fitting_traces_keeps_the_traces_of_the_designs_configuration(tmp_path):
+    from spikemllm.hw.params import HwParams
+    from spikemllm.hw.synth import fitting_traces
+
+    dut = EnabledRegister()
+    trace = enabled_register_trace(dut, [1, 0])
+    trace.save(tmp_path / "fits.npz")
+    PortTrace(trace.names, trace.inputs, [1, 9, 8], np.zeros((trace.cycles, 18), np.uint8),
+              params={"lanes": 4}).save(tmp_path / "wide.npz")
+    fits, wide = tmp_path / "fits.npz", tmp_path / "wide.npz"
+    assert fitting_traces("enreg", dut, [fits], HwParams()) == ([fits], None)
+    # one of another configuration among them: left out, and said so
+    assert fitting_traces("enreg", dut, [wide, fits], HwParams()) == (
+        [fits], "1 trace(s) of another configuration left out (wide.npz: port d: 9 bits in "
+        "the trace, 8 in the design)")
+    # none fits: the note names the flags of the first one's configuration
+    assert fitting_traces("enreg", dut, [wide], HwParams()) == (
+        [], "its trace is of another configuration (wide.npz: port d: 9 bits in the trace, "
+        "8 in the design); `--designs enreg --lanes 4` synthesises the one it was recorded at")
+
+
 def _clock_of(mod):
     """{flip-flop output bit: its clock bit} of a gated netlist's module."""
     return {c["connections"]["Q"][0]: c["connections"]["C"][0] for c in mod["cells"].values()

@@ -172,3 +172,39 @@ def test_regression_activity_keys_for_the_kv_cache(tmp_path):
     # and it says the configuration it was recorded at (the cache sized for the case)
     from spikemllm.cosim.stimulus import kv_params_for
     assert PortTrace.header(tmp_path / f)["params"] == kv_params_for(case, p).to_dict()
+
+
+def test_a_kv_case_is_recorded_on_the_synthesis_cache_where_it_fits(tmp_path):
+    """A golden attention case that the given configuration's cache takes runs on that cache
+    (so its trace fits the netlist synth makes of it), and the K cache's rates are its alone;
+    one of another head_dim runs on a cache sized for it, for its trace only."""
+    import dataclasses
+
+    from spikemllm.cosim import regression as R
+    from spikemllm.cosim.stimulus import kv_params_for, random_kv_case
+    from spikemllm.hw.netlist_sim import PortTrace
+
+    p, case = _kv_case(7)
+    deep = dataclasses.replace(p, kv_depth=16)
+    narrow = random_kv_case(dataclasses.replace(p, head_dim=4), seed=8, tokens=3, queries=1,
+                            name="narrow")
+    t = R.register_activity([], deep, log=lambda m: None, kv_cases=[case, narrow],
+                            trace_dir=tmp_path / "tr")
+    fits, other = t["port_traces_by_design"]["spike_kv_cache"]
+    assert PortTrace.header(tmp_path / fits)["params"] == deep.to_dict()
+    assert kv_params_for(case, deep).kv_depth == 8 != deep.kv_depth
+    rec = PortTrace.header(tmp_path / other)["params"]
+    assert rec == kv_params_for(narrow, deep).to_dict() and rec["head_dim"] == 4
+    assert "head_dim 8, t_kv 3, depth 16" in t["register_activity_source"]
+    assert "narrow" not in t["register_activity_source"]
+    r = RA.kv_cache_activity(deep, case)
+    assert t["register_activity_by_design"]["spike_kv_cache"] == pytest.approx(r["rate"])
+    assert t["score_planes_per_cycle"] == pytest.approx(r["scores"] * p.t_kv / r["cycles"])
+    # without a trace directory the other case is not run at all
+    a = R.register_activity([], deep, log=lambda m: None, kv_cases=[case, narrow])
+    assert a["register_activity_by_design"]["spike_kv_cache"] == pytest.approx(r["rate"])
+    # and where none fits, every case counts, each at its own size
+    b = R.register_activity([], dataclasses.replace(p, head_dim=16), log=lambda m: None,
+                            kv_cases=[case, narrow])
+    assert "narrow" in b["register_activity_source"] and "head_dim 8" in b[
+        "register_activity_source"]

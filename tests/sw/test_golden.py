@@ -353,6 +353,23 @@ def test_tinystories_attention_kv_planes_and_scores(tinystories, tmp_path):
         assert [(word >> (16 + i)) & 1 for i in range(16)] == gv.k_neg[h, n, t].astype(int).tolist()
 
 
+def test_tiny_qwen2_attention_fits_the_default_kv_cache(tmp_path):
+    """make sim's tq2-attn set: tiny-qwen2's attention at kv_bits 8 is a case of the default
+    HwParams' KV cache itself, so its trace drives the default spike_kv_cache's netlist."""
+    from spikemllm.cosim.stimulus import golden_kv_case, kv_params_for
+    from spikemllm.hw.params import HwParams
+
+    out = export_golden("tiny-qwen2", 1, "attn", tmp_path / "tq2", tokens=4,
+                        config=ConverterConfig(kv_bits=8))
+    gv = load_golden(out)
+    hw = HwParams()
+    assert (gv.heads, gv.head_dim, gv.t_kv) == (hw.heads, hw.head_dim, hw.t_kv) == (2, 64, 7)
+    assert load_golden(out).manifest["model"]["source"].startswith("transformers Qwen2Config")
+    case = golden_kv_case(out)
+    assert kv_params_for(case, hw, keep_fitting=True) == hw
+    assert kv_params_for(case, hw).kv_depth == 4       # sized for the case without it
+
+
 def test_qwen2vl_mixed_modality_language_layer(qwen2vl, tmp_path):
     out = export_golden("tiny-qwen2vl", 0, "down", tmp_path / "mixed", tokens=8, modality="mixed",
                         loaded=qwen2vl)
