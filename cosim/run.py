@@ -223,9 +223,10 @@ def _run(args, configs, seed, out, t_start, log):
     golden_kv = {g: golden_kv_case(d, name=g) for g, (d, kind) in golden.items()
                  if kind == "attention"}
     # each golden attention case runs on the first configuration whose KV cache takes it
-    kv_home = {g: next((n for n in configs
-                        if kv_params_for(c, R.hw_params(n), keep_fitting=True) == R.hw_params(n)),
-                       None) for g, c in golden_kv.items()}
+    by_name = {n: R.hw_params(n) for n in configs}
+    kv_home = {g: next((n for n, p in by_name.items()
+                        if kv_params_for(c, p, keep_fitting=True) == p), None)
+               for g, c in golden_kv.items()}
     for ci, name in enumerate(configs):
         params = R.hw_params(name)
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")

@@ -1347,7 +1347,10 @@ def fitting_traces(name, comp, traces, params):
     fit, why = [], []
     for t in traces:
         w = trace_misfit(comp, [t])
-        (why if w else fit).append(w or t)
+        if w:
+            why.append(w)
+        else:
+            fit.append(t)
     if not why:
         return fit, None
     if fit:
