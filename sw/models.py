@@ -145,32 +145,33 @@ def load_model(spec, trust_pickle=False, seed=0):
                        name=str(spec), source=str(path.resolve()))
 
 
-def _tiny_llama(seed):
+def _tiny_causal_lm(name, family, config_cls, model_cls, seed, **config):
     import torch
+
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**config)).eval()
+    return LoadedModel(model=model, tokenizer=None, family=family, kind="causal-lm", name=name,
+                       source=f"transformers {config_cls.__name__}, random weights (seed {seed})")
+
+
+def _tiny_llama(seed):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-                      num_attention_heads=8, num_key_value_heads=4, vocab_size=1024,
-                      max_position_embeddings=512, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    return LoadedModel(model=model, tokenizer=None, family="llama", kind="causal-lm",
-                       name="tiny-llama", source=f"transformers LlamaConfig, random weights (seed {seed})")
+    return _tiny_causal_lm("tiny-llama", "llama", LlamaConfig, LlamaForCausalLM, seed,
+                           hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                           num_attention_heads=8, num_key_value_heads=4, vocab_size=1024,
+                           max_position_embeddings=512, tie_word_embeddings=True)
 
 
 def _tiny_qwen2(seed):
-    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     # Qwen2-0.5B's attention geometry (head_dim 64, 2 KV heads, q/k/v biases) at toy width:
     # a golden attention case at the accelerator's default KV-cache size (HwParams)
-    cfg = Qwen2Config(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, vocab_size=1024,
-                      max_position_embeddings=512, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).eval()
-    return LoadedModel(model=model, tokenizer=None, family="qwen2", kind="causal-lm",
-                       name="tiny-qwen2", source=f"transformers Qwen2Config, random weights (seed {seed})")
+    return _tiny_causal_lm("tiny-qwen2", "qwen2", Qwen2Config, Qwen2ForCausalLM, seed,
+                           hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, vocab_size=1024,
+                           max_position_embeddings=512, tie_word_embeddings=True)
 
 
 def tiny_qwen2vl_config():
