@@ -216,9 +216,10 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
     with its score unit) on ``kv_cases`` (golden attention cases, each on ``params``' cache
     where it fits, else on a cache sized for it; where some fit, the K cache's rates are
-    theirs alone, and the others only record their traces), and the reads per cycle of each of their memories, measured in the Amaranth
-    simulator: the ``activity.json`` keys ``register_activity_by_design``,
-    ``sram_reads_per_cycle_by_design``, ``register_activity_source`` and, with ``kv_cases``,
+    theirs alone, and the others only record their traces), and the reads per cycle of each
+    of their memories, measured in the Amaranth simulator: the ``activity.json`` keys
+    ``register_activity_by_design``, ``sram_reads_per_cycle_by_design``,
+    ``register_activity_source`` and, with ``kv_cases``,
     ``port_activity_by_design`` and ``score_planes_per_cycle`` (key planes scored per cycle:
     scores x t_kv / cycles, the score walker's utilisation, which carries over to other t_kv).
     (:mod:`spikemllm.hw.register_activity`; OpenSTA starts every register output from that

@@ -93,8 +93,8 @@ class HwParams:
     firing_parts : int
         Parts of the firing unit's per-lane remainder, each with its own adder, 1..8
         (default 5: every sky130 LANES point, gated and ungated, makes 200 MHz with it; see
-        docs/synthesis-runs.md). Split, a step is short adders in parallel whose carries are added one
-        step later: fast in standard cells (each part more is one pending-carry flip-flop
+        docs/synthesis-runs.md). Split, a step is short adders in parallel whose carries are
+        added one step later: fast in standard cells (each part more is one pending-carry flip-flop
         per lane and one more part in the sign resolution). An FPGA's carry logic is fast
         over the whole width, and there the pending-carry resolution costs more than it
         saves; the FPGA synthesis flow uses 1 (see :class:`~spikemllm.hw.firing.TcLifFiring`).
