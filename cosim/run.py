@@ -228,7 +228,7 @@ def _run(args, configs, seed, out, t_start, log):
                         if kv_params_for(c, p, keep_fitting=True) == p), None)
                for g, c in golden_kv.items()}
     for ci, name in enumerate(configs):
-        params = R.hw_params(name)
+        params = by_name[name]
         log(f"[3/5] Verilog + [4/5] Verilator builds: {name} ({ci + 1}/{len(configs)})")
         cb = R.build_config(name, params, kinds=("engine",), log=lambda m: log("  " + m))
         builds[f"{name}/spike_engine"] = _build_record(cb.builds["engine"])
