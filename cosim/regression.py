@@ -211,7 +211,8 @@ def _rel(path):
         return str(path)
 
 
-def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, designs=None):
+def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, designs=None,
+                      cache_dir=None):
     """Register toggle rates of spike_engine (its KV caches idle), pe_array and mac_baseline
     on ``cases`` (golden engine cases that fit ``params``), and of spike_kv_cache (the K cache
     with its score unit) on ``kv_cases`` (golden attention cases, each on ``params``' cache
@@ -228,7 +229,9 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     (``<design>.<case>.npz``) and listed, relative to
     ``trace_dir``'s parent, as ``port_traces_by_design`` (``spikemllm synth --clock-gating``
     simulates the gate-level netlists on them). ``designs`` (None: all) limits which of
-    spike_engine, pe_array and mac_baseline run ``cases``."""
+    spike_engine, pe_array and mac_baseline run ``cases``. With ``cache_dir``, each
+    (design, case, configuration) measurement is kept there and reused while the package's
+    source and the case's data are unchanged (:func:`_cached_measurement`)."""
     from spikemllm.hw import register_activity as RA
 
     from .stimulus import kv_params_for
@@ -264,8 +267,10 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     reads = {d: {} for d in designs}
     cycles = dict.fromkeys(designs, 0)
     ports, planes, scores, traces = {}, 0, 0, {}
+    reused = 0
     for design, fn, case, p, counted in jobs:
-        r = fn(case)
+        r, hit = _cached_measurement(cache_dir, design, fn, case, p, tr)
+        reused += hit
         if "port_trace" in r:
             r["port_trace"].params = p.to_dict()   # synth names the flags of another size
             trace_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +292,9 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     rates = {d: t / b for d, (t, b) in tot.items() if b}
     sram = {d: {mem: n / cycles[d] for mem, n in mems.items()}
             for d, mems in reads.items() if cycles[d]}
+    if reused:
+        log(f"  {reused} of {len(jobs)} measurement(s) reused from {cache_dir} (source and "
+            "cases unchanged)")
     if rates:
         log("  register activity (Amaranth simulator): "
             + ", ".join(f"{d} {r:.3f}" for d, r in rates.items()))
@@ -314,6 +322,87 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
         log(f"  spike_kv_cache: {scores} scores ({planes} key planes) in "
             f"{cycles['spike_kv_cache']} cycles")
     return out
+
+
+def _source_digest():
+    """SHA-256 over every ``.py`` file of the spikemllm package (path and content): any change
+    to the RTL, the simulator benches or the reference invalidates a cached measurement."""
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for pkg in ("spikemllm", "spikemllm.hw", "spikemllm.sw", "spikemllm.cosim"):
+        root = Path(importlib.import_module(pkg).__file__).parent
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{pkg}/{f.relative_to(root)}".encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _case_digest(case):
+    """SHA-256 over a case's fields (arrays by dtype, shape and bytes)."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for f in dataclasses.fields(case):
+        v = getattr(case, f.name)
+        h.update(f.name.encode() + b"\0")
+        if isinstance(v, np.ndarray):
+            h.update(f"{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes())
+        else:
+            h.update(json.dumps(v, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _cached_measurement(cache_dir, design, fn, case, params, trace):
+    """``(fn(case), False)``, or with ``cache_dir`` the same result kept there by an earlier
+    run with the same source, design, configuration and case: ``(result, True)``. A result is
+    written whole (JSON, then its port trace) before it counts, so an interrupted run leaves
+    no half entry."""
+    from spikemllm.hw.netlist_sim import PortTrace
+
+    if cache_dir is None:
+        return fn(case), False
+    import hashlib
+
+    # one folder per source digest; those of other sources are dropped when this one fills
+    folder = Path(cache_dir) / _source_digest()[:16]
+    key = hashlib.sha256(json.dumps(
+        [design, params.to_dict(), _case_digest(case), bool(trace)],
+        sort_keys=True).encode()).hexdigest()[:32]
+    entry, trace_file = folder / f"{key}.json", folder / f"{key}.npz"
+    if entry.exists() and (not trace or trace_file.exists()):
+        r = json.loads(entry.read_text())
+        if trace:
+            r["port_trace"] = PortTrace.load(trace_file)
+        return r, True
+    r = fn(case)
+    if not folder.exists():
+        if Path(cache_dir).exists():
+            for stale in Path(cache_dir).iterdir():
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        folder.mkdir(parents=True)
+    if "port_trace" in r:
+        tmp = trace_file.with_name(trace_file.stem + ".tmp.npz")
+        r["port_trace"].save(tmp)
+        os.replace(tmp, trace_file)
+    tmp = entry.with_name(entry.name + ".tmp")
+    tmp.write_text(json.dumps({k: v for k, v in r.items() if k != "port_trace"},
+                              default=_json_number))
+    os.replace(tmp, entry)
+    return r, False
+
+
+def _json_number(v):
+    import numpy as np
+
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    raise TypeError(f"cannot keep {type(v).__name__} in the activity cache")
 
 
 def activity(runs):

@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed (default: COCOTB_RANDOM_SEED or 1)")
     parser.add_argument("--waves", action="store_true", help="FST waves (same as WAVES=1)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="measure the register activity again even where OUT/activity_cache "
+                             "holds it for the same source, configuration and cases")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "sim",
                         help="summary folder (default %(default)s)")
 
@@ -264,7 +267,6 @@ def _run(args, configs, seed, out, t_start, log):
     summary = R.summarise(runs, builds)
     summary.update(seed=seed, configs=configs, convert=convert,
                    golden={k: str(v[0]) for k, v in golden.items()}, golden_skipped=golden_notes,
-                   total_seconds=time.perf_counter() - t_start,
                    runs=[{k: v for k, v in r.items() if k != "cases"} for r in runs],
                    cases=[c for r in runs for c in r["cases"]])
     act = R.activity(runs)
@@ -279,13 +281,18 @@ def _run(args, configs, seed, out, t_start, log):
                 fit_dirs.append(gdir)
             except ValueError as e:
                 log(f"  {gname}: not used for the register activity: {e}")
+    kv_own = sum(kv_params_for(c, synth_params, keep_fitting=True) == synth_params
+                 for c in golden_kv.values())
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
-        f"{len(fit)} golden case(s); spike_kv_cache on {len(golden_kv)} attention case(s)")
+        f"{len(fit)} golden case(s); spike_kv_cache on {kv_own} attention case(s) that fit "
+        f"its cache, traces only of {len(golden_kv) - kv_own} at their own size")
     act.update(R.register_activity(fit, synth_params, log=lambda m: log(m),
                                    kv_cases=list(golden_kv.values()),
-                                   trace_dir=out / "traces"))
+                                   trace_dir=out / "traces",
+                                   cache_dir=None if args.no_cache else out / "activity_cache"))
     # where those cases came from, so that a sweep can measure its points on them too
     act["golden_linear_dirs"] = [os.path.relpath(d, out) for d in fit_dirs]
+    summary["total_seconds"] = time.perf_counter() - t_start
     _write_json(out / "summary.json", summary)
     _write_json(out / "activity.json", act)
 

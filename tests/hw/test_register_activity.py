@@ -208,3 +208,44 @@ def test_a_kv_case_is_recorded_on_the_synthesis_cache_where_it_fits(tmp_path):
                             kv_cases=[case, narrow])
     assert "narrow" in b["register_activity_source"] and "head_dim 8" in b[
         "register_activity_source"]
+
+
+def test_a_cached_measurement_is_reused_only_for_the_same_case_and_source(tmp_path, monkeypatch):
+    """``spikemllm sim`` keeps each measurement under ``activity_cache``: a second run with the
+    same case gives the same activity and the same port trace without simulating; another
+    case, or another source digest, is simulated again."""
+    from spikemllm.cosim import regression as R
+    from spikemllm.cosim.stimulus import random_kv_case
+    from spikemllm.hw.netlist_sim import PortTrace
+
+    p, case = _kv_case(7)
+    calls = []
+    real = RA.kv_cache_activity
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(RA, "kv_cache_activity", counted)
+    kw = dict(log=lambda m: None, trace_dir=tmp_path / "tr", cache_dir=tmp_path / "cache")
+    first = R.register_activity([], p, kv_cases=[case], **kw)
+    (f,) = first["port_traces_by_design"]["spike_kv_cache"]
+    bits = PortTrace.load(tmp_path / f).bits.copy()
+    (tmp_path / f).unlink()
+    logged = []
+    again = R.register_activity([], p, kv_cases=[case], **{**kw, "log": logged.append})
+    assert len(calls) == 1
+    assert again == first
+    assert np.array_equal(PortTrace.load(tmp_path / f).bits, bits)
+    assert any("1 of 1 measurement(s) reused" in m for m in logged)
+    # another case's data under the same name is measured again
+    other = random_kv_case(p, seed=8, tokens=5, queries=2, name=case.name)
+    R.register_activity([], p, kv_cases=[other], **kw)
+    assert len(calls) == 2
+    # and so is the same case under another source
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    monkeypatch.setattr(R, "_source_digest", lambda: "changed")
+    R.register_activity([], p, kv_cases=[case], **kw)
+    assert len(calls) == 3
+    # whose entries replace those of the old source
+    assert [d.name for d in (tmp_path / "cache").iterdir()] == ["changed"]
