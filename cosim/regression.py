@@ -325,12 +325,14 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
 
 
 def _source_digest():
-    """SHA-256 over every ``.py`` file of the spikemllm package (path and content): any change
-    to the RTL, the simulator benches or the reference invalidates a cached measurement."""
+    """SHA-256 over every ``.py`` file of the spikemllm package (path and content) and the
+    Amaranth and NumPy versions: any change to the RTL, the simulator benches, the reference
+    or the simulator itself invalidates a cached measurement."""
     import hashlib
     import importlib
+    from importlib.metadata import version
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"amaranth {version('amaranth')} numpy {version('numpy')}".encode())
     for pkg in ("spikemllm", "spikemllm.hw", "spikemllm.sw", "spikemllm.cosim"):
         root = Path(importlib.import_module(pkg).__file__).parent
         for f in sorted(root.rglob("*.py")):
