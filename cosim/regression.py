@@ -267,9 +267,11 @@ def register_activity(cases, params, log=print, kv_cases=(), trace_dir=None, des
     reads = {d: {} for d in designs}
     cycles = dict.fromkeys(designs, 0)
     ports, planes, scores, traces = {}, 0, 0, {}
+    # one folder per source digest; those of other sources go when this one is made
+    cache = None if cache_dir is None else Path(cache_dir) / _source_digest()[:16]
     reused = 0
     for design, fn, case, p, counted in jobs:
-        r, hit = _cached_measurement(cache_dir, design, fn, case, p, tr)
+        r, hit = _cached_measurement(cache, design, fn, case, p, tr)
         reused += hit
         if "port_trace" in r:
             r["port_trace"].params = p.to_dict()   # synth names the flags of another size
@@ -358,19 +360,17 @@ def _case_digest(case):
     return h.hexdigest()
 
 
-def _cached_measurement(cache_dir, design, fn, case, params, trace):
-    """``(fn(case), False)``, or with ``cache_dir`` the same result kept there by an earlier
-    run with the same source, design, configuration and case: ``(result, True)``. A result is
-    written whole (JSON, then its port trace) before it counts, so an interrupted run leaves
-    no half entry."""
+def _cached_measurement(folder, design, fn, case, params, trace):
+    """``(fn(case), False)``, or with ``folder`` (the cache's folder for this source) the same
+    result kept there by an earlier run with the same design, configuration and case:
+    ``(result, True)``. An entry counts once its JSON is in place, written after its port
+    trace, each through a temporary file, so an interrupted run leaves no half entry."""
     from spikemllm.hw.netlist_sim import PortTrace
 
-    if cache_dir is None:
+    if folder is None:
         return fn(case), False
     import hashlib
 
-    # one folder per source digest; those of other sources are dropped when this one fills
-    folder = Path(cache_dir) / _source_digest()[:16]
     key = hashlib.sha256(json.dumps(
         [design, params.to_dict(), _case_digest(case), bool(trace)],
         sort_keys=True).encode()).hexdigest()[:32]
@@ -382,8 +382,8 @@ def _cached_measurement(cache_dir, design, fn, case, params, trace):
         return r, True
     r = fn(case)
     if not folder.exists():
-        if Path(cache_dir).exists():
-            for stale in Path(cache_dir).iterdir():
+        if folder.parent.exists():
+            for stale in folder.parent.iterdir():
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         folder.mkdir(parents=True)
     if "port_trace" in r:

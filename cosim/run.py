@@ -285,7 +285,8 @@ def _run(args, configs, seed, out, t_start, log):
                  for c in golden_kv.values())
     log("register activity for spikemllm synth: spike_engine, pe_array, mac_baseline on "
         f"{len(fit)} golden case(s); spike_kv_cache on {kv_own} attention case(s) that fit "
-        f"its cache, traces only of {len(golden_kv) - kv_own} at their own size")
+        "its cache" + (f", traces only of {len(golden_kv) - kv_own} at their own size"
+                       if len(golden_kv) > kv_own else ""))
     act.update(R.register_activity(fit, synth_params, log=lambda m: log(m),
                                    kv_cases=list(golden_kv.values()),
                                    trace_dir=out / "traces",
