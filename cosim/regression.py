@@ -23,7 +23,7 @@ from .stimulus import save_case
 
 __all__ = ["CONFIGS", "TRAFFIC", "ConfigBuild", "write_config_verilog", "build_config",
            "register_activity",
-           "run_cases", "summarise", "activity", "BUILD_ROOT"]
+           "run_cases", "summarise", "activity", "write_json", "BUILD_ROOT"]
 
 BUILD_ROOT = REPO_ROOT / "build" / "cosim"
 
@@ -390,11 +390,16 @@ def _cached_measurement(folder, design, fn, case, params, trace):
         tmp = trace_file.with_name(trace_file.stem + ".tmp.npz")
         r["port_trace"].save(tmp)
         os.replace(tmp, trace_file)
-    tmp = entry.with_name(entry.name + ".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in r.items() if k != "port_trace"},
-                              default=_json_number))
-    os.replace(tmp, entry)
+    write_json(entry, {k: v for k, v in r.items() if k != "port_trace"}, default=_json_number)
     return r, False
+
+
+def write_json(path, obj, default=str):
+    """Write ``obj`` to ``path`` as indented JSON through a temporary file, so that a run
+    stopped halfway leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=default) + "\n")
+    os.replace(tmp, path)
 
 
 def _json_number(v):

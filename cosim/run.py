@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -294,8 +293,8 @@ def _run(args, configs, seed, out, t_start, log):
     # where those cases came from, so that a sweep can measure its points on them too
     act["golden_linear_dirs"] = [os.path.relpath(d, out) for d in fit_dirs]
     summary["total_seconds"] = time.perf_counter() - t_start
-    _write_json(out / "summary.json", summary)
-    _write_json(out / "activity.json", act)
+    R.write_json(out / "summary.json", summary)
+    R.write_json(out / "activity.json", act)
 
     log("")
     print_table(runs, log)
@@ -325,9 +324,3 @@ def _run(args, configs, seed, out, t_start, log):
 
 def _build_record(b):
     return {"seconds": b.seconds, "cpu_seconds": b.cpu_seconds, "reused": b.reused}
-
-
-def _write_json(path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
